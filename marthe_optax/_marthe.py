@@ -16,6 +16,7 @@ Extra cost over the inner optimizer:
 
 * memory: two parameter-sized buffers (``Z_t.w`` and ``b_t``) and a tangent of
   the inner state (one more copy of, e.g., the momentum or the Adam moments);
+  HD keeps ``b_t`` alone;
 * time: a Hessian-vector product of the training loss per step (one
   forward-over-reverse ``jax.jvp`` of the gradient, about two gradients) and
   the gradient of ``E`` when it is not the training loss. HD (``mu = 0``)
@@ -94,10 +95,11 @@ class MartheState(NamedTuple):
     mu: ``mu_t``, the discount of the tangent system, in [0, 1].
     c: ``c_t``, appendix A's multiplicative counter (effective horizon).
     hypergradient: ``Delta eta_t = <Z_t, grad E(w_t)>``.
-    nonfinite_count: number of steps whose hypergradient was not finite (the
-      hyperparameters were then left unchanged and the tangent reset).
+    nonfinite_count: number of steps whose hypergradient, or whose update of
+      ``beta`` or ``eta``, was not finite (the hyperparameters were then left
+      unchanged and the tangent reset).
     tangent: ``Z_{t+1}``, a sealed :class:`Tangent` (params and inner-state
-      parts).
+      parts). Empty for HD (``mu`` fixed at 0), where ``Z_{t+1}.w = b_t``.
     b: ``b_t = d w_{t+1} / d eta_t``, sealed, shaped like the params.
     inner_state: the inner optimizer's state, sealed.
   """
@@ -196,8 +198,9 @@ def marthe(
   otherwise ignored.
 
   Guards: ``eta >= 0`` and ``beta >= 0`` always; a non-finite hypergradient
-  leaves ``eta``, ``beta`` and ``mu`` unchanged, resets the tangent to zero and
-  increments ``nonfinite_count``.
+  (or an update of ``beta`` or ``eta`` that overflows) leaves ``eta``,
+  ``beta`` and ``mu`` unchanged, resets the tangent to zero and increments
+  ``nonfinite_count``.
 
   Args:
     inner: a factory ``learning_rate -> optax.GradientTransformation``, such
@@ -291,7 +294,11 @@ def marthe(
         c=scalar(0.0),
         hypergradient=scalar(0.0),
         nonfinite_count=jnp.zeros([], jnp.int32),
-        tangent=Sealed.seal(_tangent.zeros_tangent(params, inner_state)),
+        tangent=Sealed.seal(
+            _tangent.EMPTY_TANGENT
+            if hessian_free
+            else _tangent.zeros_tangent(params, inner_state)
+        ),
         b=Sealed.seal(optax.tree.zeros_like(params)),
         inner_state=Sealed.seal(inner_state),
     )
@@ -326,9 +333,9 @@ def marthe(
     dtype = state.learning_rate.dtype
     tangent = state.tangent.unseal()
     # Steps 1-2: hypergradient and one-step hypergradient.
-    h = _vdot(tangent.params, val_grads, dtype)
     g1 = _vdot(state.b.unseal(), val_grads, dtype)
-    finite = jnp.isfinite(h) & jnp.isfinite(g1)
+    # With mu identically 0, Z_t.w = b_{t-1}: the hypergradient is g1.
+    h = g1 if hessian_free else _vdot(tangent.params, val_grads, dtype)
     # Step 3: mu (appendix A) and the counter c.
     mu_t = (
         _rules.adaptive_mu(h, g1, state.c)
@@ -342,7 +349,12 @@ def marthe(
     )
     # Step 5: learning rate.
     eta_t = _rules.next_learning_rate(state.learning_rate, beta_t, h)
-    # Guard: a non-finite hypergradient changes no hyperparameter.
+    # Guard: a non-finite hypergradient, or an update of beta or eta that
+    # overflows, changes no hyperparameter.
+    finite = (
+        jnp.isfinite(h) & jnp.isfinite(g1)
+        & jnp.isfinite(beta_t) & jnp.isfinite(eta_t)
+    )
     keep = lambda new, old: jnp.where(finite, new, old)
     eta_t = keep(eta_t, state.learning_rate)
     beta_t = keep(beta_t, state.hyper_lr)

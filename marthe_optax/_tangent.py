@@ -91,6 +91,9 @@ class StepAndTangent(NamedTuple):
   b: optax.Params  # b_t = d w_{t+1} / d eta_t
 
 
+EMPTY_TANGENT = Tangent((), ())
+
+
 def step_and_tangent(
     inner: Callable[[jax.Array], optax.GradientTransformation],
     learning_rate: jax.Array,
@@ -104,6 +107,11 @@ def step_and_tangent(
 ) -> StepAndTangent:
   """One inner step with its tangent: ``Phi_t``'s jvp along ``(mu Z_t, 1)``.
 
+  Two forward-mode passes over the inner update share its primal (XLA merges
+  the common subexpressions): one along ``eta`` alone gives ``b_t`` (the other
+  inputs are closed over, so no zero tangent is materialised), one along
+  ``(H_t mu Z_t.w, mu Z_t.s, mu Z_t.w, 1)`` gives ``Z_{t+1}``.
+
   Args:
     inner: the inner optimizer factory ``learning_rate -> transformation``.
     learning_rate: ``eta_t``, a scalar array (the primal at which to
@@ -113,7 +121,9 @@ def step_and_tangent(
     params: ``w_t``.
     tangent: ``Z_t``.
     mu: the discount ``mu_t``; ``None`` means ``mu`` is identically zero (HD):
-      ``Z_{t+1} = B_t`` and no Hessian-vector product is formed.
+      no Hessian-vector product is formed and no tangent is kept beyond
+      ``b_t`` (``Z_{t+1}.w = b_t`` and ``Z_{t+1}.s`` is never used), so
+      :data:`EMPTY_TANGENT` is returned.
     value_fn: the training loss ``L_t`` as a function of the params; needed
       unless ``mu`` is ``None``.
     **extra_args: forwarded to the inner update.
@@ -127,37 +137,32 @@ def step_and_tangent(
     tx = optax.with_extra_args_support(inner(lr))
     return tx.update(g, s, w, **extra_args)
 
-  (updates, new_inner_state), linear = jax.linearize(
-      inner_update, grads, inner_state, params, learning_rate
-  )
-  zero_state = _to_jvp(optax.tree.zeros_like(inner_state))
-  b_u, b_s = linear(
-      optax.tree.zeros_like(grads),
-      zero_state,
-      optax.tree.zeros_like(params),
-      jnp.ones_like(learning_rate),
+  (updates, new_inner_state), (b, _) = jax.jvp(
+      lambda lr: inner_update(grads, inner_state, params, lr),
+      (learning_rate,),
+      (jnp.ones_like(learning_rate),),
   )
   if mu is None:
-    z_params, z_state = b_u, b_s
+    new_tangent = EMPTY_TANGENT
   else:
     mz = scale(mu, tangent.params)
     hz = hessian_vector_product(value_fn, params, mz)
-    a_u, a_s = linear(
-        optax.tree.cast_like(hz, grads),
-        _to_jvp(scale(mu, tangent.inner_state)),
-        mz,
-        jnp.zeros_like(learning_rate),
+    _, (du, ds) = jax.jvp(
+        inner_update,
+        (grads, inner_state, params, learning_rate),
+        (
+            optax.tree.cast_like(hz, grads),
+            _to_jvp(scale(mu, tangent.inner_state)),
+            mz,
+            jnp.ones_like(learning_rate),
+        ),
     )
-    z_params = optax.tree.add(mz, _from_jvp(a_u, params), _from_jvp(b_u, params))
-    z_state = jax.tree.map(
-        lambda a, b: a if a.dtype == jax.dtypes.float0 else a + b, a_s, b_s
+    new_tangent = Tangent(
+        optax.tree.add(mz, _from_jvp(du, params)), _from_jvp(ds, inner_state)
     )
-  new_tangent = Tangent(
-      _from_jvp(z_params, params), _from_jvp(z_state, inner_state)
-  )
   return StepAndTangent(
       updates=optax.tree.cast_like(updates, grads),
       inner_state=optax.tree.cast_like(new_inner_state, inner_state),
       tangent=new_tangent,
-      b=_from_jvp(b_u, params),
+      b=_from_jvp(b, params),
   )
