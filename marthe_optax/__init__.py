@@ -6,8 +6,11 @@ Public API:
 * :func:`marthe`, :func:`hd`, :func:`rtho`: the online methods, each an
   ``optax.GradientTransformationExtraArgs`` wrapping any inner Optax factory.
 * :class:`MartheState`, :class:`Tangent`, :class:`Sealed`: their state.
+* :mod:`marthe_optax.sharding`: shardings of the state for ``jax.jit`` over a
+  device mesh (``state_sharding``, ``fsdp_sharding``).
 """
 
+from marthe_optax import sharding
 from marthe_optax._marthe import MartheState
 from marthe_optax._marthe import Sealed
 from marthe_optax._marthe import hd
@@ -24,4 +27,5 @@ __all__ = (
     "hd",
     "marthe",
     "rtho",
+    "sharding",
 )

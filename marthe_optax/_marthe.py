@@ -160,8 +160,18 @@ def _check_like(name: str, tree: Any, params: optax.Params) -> None:
 
 
 def _vdot(x: Any, y: Any, dtype: jnp.dtype) -> jax.Array:
-  """``<x, y>`` over two trees, accumulated in ``dtype``."""
-  return optax.tree.vdot(optax.tree.cast(x, dtype), optax.tree.cast(y, dtype))
+  """``<x, y>`` over two trees, accumulated in ``dtype``.
+
+  A sum of elementwise products rather than ``optax.tree.vdot`` (which, with
+  some JAX versions, ravels each leaf through ``jnp.vdot``): no leaf is
+  reshaped, so a leaf sharded along any axis reduces locally and XLA adds the
+  partial sums with one all-reduce, and meshes with explicit sharding need no
+  ``out_sharding``.
+  """
+  products = jax.tree.map(
+      lambda a, b: jnp.sum(jnp.asarray(a, dtype) * jnp.asarray(b, dtype)), x, y
+  )
+  return sum(jax.tree.leaves(products), jnp.zeros([], dtype))
 
 
 def marthe(

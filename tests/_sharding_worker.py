@@ -1,0 +1,431 @@
+# Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
+"""MARTHE under sharded ``jax.jit`` on simulated CPU devices (run in a subprocess).
+
+``tests/test_sharding.py`` runs this file as a script, because the number of
+simulated devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``) is
+fixed when JAX starts. It trains a small version of the paper's section-5 MLP
+(three hidden layers, cross-entropy, minibatches, validation gradient as
+``grad E``) with MARTHE (adaptive ``mu`` and ``beta``) over SGD and over Adam,
+three ways:
+
+* ``single``: one device, no sharding (the reference);
+* ``dp``: data parallel, batch split over the devices, params replicated;
+* ``fsdp``: params, tangents and inner state sharded along each leaf's largest
+  axis (:func:`marthe_optax.sharding.fsdp_sharding`), batch split too.
+
+Only ``jax.jit`` with ``NamedSharding`` in/out shardings is used: every
+collective comes from XLA's SPMD partitioner. It prints one JSON object with,
+per inner optimizer and layout, the relative deviation from ``single`` of the
+learning rate, ``mu``, ``beta``, hypergradient and params trajectories, whether
+the state leaves carry the params' shardings and the scalars are replicated
+(and equal on every device), and the custom calls of the compiled step (host
+callbacks would show up there).
+
+Usage: ``python tests/_sharding_worker.py [--devices 8] [--steps 50]``.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+
+def _parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--devices", type=int, default=8)
+  parser.add_argument("--steps", type=int, default=50)
+  return parser.parse_args(argv)
+
+
+def force_host_devices(n: int) -> None:
+  """Asks XLA for ``n`` CPU devices; must run before JAX is imported."""
+  if "jax" in sys.modules:
+    raise RuntimeError("force_host_devices must run before importing jax.")
+  flags = os.environ.get("XLA_FLAGS", "")
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", flags)
+  os.environ["XLA_FLAGS"] = (
+      f"{flags} --xla_force_host_platform_device_count={n}".strip()
+  )
+  os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+if __name__ == "__main__":
+  _ARGS = _parse_args()
+  force_host_devices(_ARGS.devices)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
+
+import marthe_optax as mo
+from marthe_optax import sharding as mo_sharding
+
+SIZES = (48, 32, 32, 32, 10)  # the section-5 MLP (784-500-500-500-10), small
+BATCH = 32
+LEARNERS = {
+    # name: (inner factory, eta_0, kappa); kappa makes eta move several-fold
+    # within 50 steps, with no non-finite hypergradient.
+    "sgd": (optax.sgd, 0.05, 1e-4),
+    # eps_root > 0 keeps Adam differentiable where nu = 0 (weights of dead ReLU
+    # units have exactly zero gradients): d sqrt(nu) / d nu is infinite at 0.
+    "adam": (functools.partial(optax.adam, eps_root=1e-8), 1e-3, 1e-9),
+}
+SCALARS = ("learning_rate", "mu", "hyper_lr", "hypergradient")
+CALLBACK_PATTERN = re.compile(r"callback", re.IGNORECASE)
+
+
+def init_mlp(key: jax.Array, sizes=SIZES) -> dict:
+  """He-initialised dense layers ``dense_i = {'w', 'b'}``."""
+  params = {}
+  for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+    key, sub = jax.random.split(key)
+    params[f"dense_{i}"] = {
+        "w": jax.random.normal(sub, (m, n)) * np.sqrt(2.0 / m),
+        "b": jnp.zeros(n),
+    }
+  return params
+
+
+def mlp(params: dict, x: jax.Array) -> jax.Array:
+  n = len(params)
+  for i in range(n):
+    x = x @ params[f"dense_{i}"]["w"] + params[f"dense_{i}"]["b"]
+    if i < n - 1:
+      x = jax.nn.relu(x)
+  return x
+
+
+def loss(params: dict, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+  x, y = batch
+  return optax.softmax_cross_entropy_with_integer_labels(mlp(params, x), y).mean()
+
+
+def make_data(key: jax.Array, steps: int, sizes=SIZES, batch=BATCH):
+  """Gaussian inputs labelled by a random linear teacher: (train, val), NumPy."""
+  k_teacher, k_train, k_val = jax.random.split(key, 3)
+  teacher = jax.random.normal(k_teacher, (sizes[0], sizes[-1]))
+  x = jax.random.normal(k_train, (steps, batch, sizes[0]))
+  x_val = jax.random.normal(k_val, (batch, sizes[0]))
+  label = lambda x: jnp.argmax(x @ teacher, axis=-1).astype(jnp.int32)
+  train = (np.asarray(x), np.asarray(label(x)))
+  val = (np.asarray(x_val), np.asarray(label(x_val)))
+  return train, val
+
+
+def train_step(tx: optax.GradientTransformationExtraArgs, params, state, batch, val_batch):
+  """One MARTHE step: training gradient, validation gradient, update.
+
+  Returns the new params and state, and the metrics (the training loss and the
+  state's scalars) as separate outputs, so that donating params and state to
+  the next step leaves them readable.
+  """
+  value_fn = lambda p: loss(p, batch)
+  train_loss, grads = jax.value_and_grad(value_fn)(params)
+  val_grads = jax.grad(loss)(params, val_batch)
+  updates, state = tx.update(
+      grads, state, params, value_fn=value_fn, val_grads=val_grads
+  )
+  metrics = {name: optax.tree.get(state, name) for name in SCALARS}
+  metrics["loss"] = train_loss
+  return optax.apply_updates(params, updates), state, metrics
+
+
+def layouts(mesh: jax.sharding.Mesh, params) -> dict:
+  """Params and batch shardings of each layout (``None``: one device, unsharded)."""
+  batch = NamedSharding(mesh, P(mesh.axis_names[0]))
+  replicated = NamedSharding(mesh, P())
+  return {
+      "single": None,
+      "dp": (jax.tree.map(lambda _: replicated, params), batch),
+      "fsdp": (mo_sharding.fsdp_sharding(params, mesh), batch),
+  }
+
+
+def custom_call_targets(text: str) -> list[str]:
+  """The custom-call targets named in HLO or StableHLO text."""
+  hlo = re.findall(r'custom_call_target="([^"]+)"', text)
+  stablehlo = re.findall(r"stablehlo\.custom_call\s+@([\w.$-]+)", text)
+  return sorted(set(hlo + stablehlo))
+
+
+def host_callbacks(text: str) -> list[str]:
+  """Custom calls that call back into the host (Python) in HLO/StableHLO text."""
+  return [t for t in custom_call_targets(text) if CALLBACK_PATTERN.search(t)]
+
+
+def rel_err(a, b) -> float:
+  """``max |a - b| / max |b|`` (normwise, safe where ``b`` crosses zero)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  scale = np.max(np.abs(b))
+  return float(np.max(np.abs(a - b)) / scale) if scale > 0 else float(np.max(np.abs(a)))
+
+
+def params_rel_err(a, b) -> float:
+  return max(jax.tree.leaves(jax.tree.map(rel_err, a, b)))
+
+
+def sharding_mismatches(tree, expected, where: str) -> list[str]:
+  """Leaves of ``tree`` whose sharding is not equivalent to ``expected``'s."""
+  out = []
+  for (path, x), s in zip(
+      jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(expected)
+  ):
+    if not x.sharding.is_equivalent_to(s, x.ndim):
+      out.append(f"{where}{jax.tree_util.keystr(path)}: {x.sharding} != {s}")
+  return out
+
+
+def params_mesh(params_sharding) -> jax.sharding.Mesh:
+  return jax.tree.leaves(params_sharding)[0].mesh
+
+
+def check_state_sharding(state: mo.MartheState, params_sharding, inner) -> dict:
+  """Compares the state's shardings with the params' (derived independently)."""
+  mismatches = []
+  tangent = state.tangent.unseal()
+  mismatches += sharding_mismatches(tangent.params, params_sharding, "tangent.params")
+  mismatches += sharding_mismatches(state.b.unseal(), params_sharding, "b")
+  # The inner state's param-shaped parts, located by Optax's own tree_map_params.
+  for name, tree in (
+      ("inner_state", state.inner_state.unseal()),
+      ("tangent.inner_state", tangent.inner_state),
+  ):
+    flagged = optax.tree_map_params(
+        inner(0.1),
+        lambda x, s: (x, s),
+        tree,
+        params_sharding,
+        transform_non_params=lambda x: (x, None),
+    )
+    for path, (x, s) in jax.tree_util.tree_leaves_with_path(
+        flagged, is_leaf=lambda v: isinstance(v, tuple) and len(v) == 2
+    ):
+      if not isinstance(x, jax.Array):
+        continue  # e.g. optax.EmptyState
+      s = s if s is not None else NamedSharding(params_mesh(params_sharding), P())
+      if not x.sharding.is_equivalent_to(s, x.ndim):
+        mismatches.append(f"{name}{jax.tree_util.keystr(path)}: {x.sharding} != {s}")
+  scalars = {
+      name: getattr(state, name)
+      for name in ("count", "nonfinite_count", "c") + SCALARS
+  }
+  not_replicated = [n for n, x in scalars.items() if not x.sharding.is_fully_replicated]
+  # Every device holds the same value, bit for bit.
+  unequal = [
+      n for n, x in scalars.items()
+      if len({np.asarray(s.data).tobytes() for s in x.addressable_shards}) != 1
+  ]
+  n_devices = {n: len(x.sharding.device_set) for n, x in scalars.items()}
+  return dict(
+      mismatches=mismatches,
+      scalars_not_replicated=not_replicated,
+      scalars_unequal_across_devices=unequal,
+      scalar_devices=min(n_devices.values()),
+  )
+
+
+def run_layout(tx, params0, train, val, layout, steps: int, key: str) -> dict:
+  """Trains ``steps`` steps in one layout; returns trajectories and diagnostics."""
+  step = functools.partial(train_step, tx)
+  if layout is None:
+    device = jax.devices()[0]
+    put_params = put_batch = lambda x: jax.device_put(x, device)
+    params = put_params(params0)
+    state = jax.jit(tx.init)(params)
+    jitted = jax.jit(step, donate_argnums=(0, 1))
+  else:
+    params_sharding, batch_sharding = layout
+    params = jax.device_put(params0, params_sharding)
+    state_sharding = mo_sharding.state_sharding(
+        jax.eval_shape(tx.init, params), params, params_sharding
+    )
+    state = jax.jit(tx.init, out_shardings=state_sharding)(params)
+    put_batch = lambda x: jax.device_put(x, batch_sharding)
+    jitted = jax.jit(
+        step,
+        in_shardings=(params_sharding, state_sharding, batch_sharding, batch_sharding),
+        out_shardings=(params_sharding, state_sharding, state_sharding.learning_rate),
+        donate_argnums=(0, 1),
+    )
+  val_batch = put_batch(val)
+  batch0 = put_batch((train[0][0], train[1][0]))
+  t0 = time.perf_counter()
+  lowered = jitted.lower(params, state, batch0, val_batch)
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t0
+  hlo = compiled.as_text()
+  metrics = []
+  t0 = time.perf_counter()
+  for t in range(steps):
+    batch = put_batch((train[0][t], train[1][t]))
+    params, state, m = compiled(params, state, batch, val_batch)
+    # Block on each step: with more simulated devices than cores, XLA:CPU's
+    # in-process all-reduces of two steps in flight were seen to deadlock.
+    metrics.append(jax.block_until_ready(m))
+  jax.block_until_ready((params, state))
+  run_s = time.perf_counter() - t0
+  out = dict(
+      params=params,
+      state=state,
+      trajectory={
+          k: np.asarray(jnp.stack([m[k] for m in metrics])).tolist()
+          for k in metrics[0]
+      },
+      host_callbacks=sorted(set(host_callbacks(hlo) + host_callbacks(lowered.as_text()))),
+      custom_calls=custom_call_targets(hlo),
+      collectives={
+          op: len(re.findall(rf"\b{op}(?:-start)?\(", hlo))
+          for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all")
+      },
+      compile_s=compile_s,
+      run_s=run_s,
+  )
+  if layout is not None:
+    out["sharding"] = check_state_sharding(state, layout[0], LEARNERS[key][0])
+    out["params_mismatches"] = sharding_mismatches(params, layout[0], "params")
+  return out
+
+
+def detector_sanity() -> list[str]:
+  """The callback detector must flag a step that does call back to the host."""
+  f = jax.jit(lambda x: (jax.debug.callback(lambda v: None, x), 2 * x)[1])
+  lowered = f.lower(jnp.ones(3))
+  return sorted(
+      set(host_callbacks(lowered.compile().as_text()) + host_callbacks(lowered.as_text()))
+  )
+
+
+def update_all_gathers(mesh: jax.sharding.Mesh, params0) -> list[str]:
+  """All-gathers in the compiled ``tx.update`` alone, params split on their last axis.
+
+  With an elementwise loss nothing in the update needs a whole parameter on
+  one device: the dot products are local partial sums and one all-reduce.
+  """
+  sharding = jax.tree.map(
+      lambda x: NamedSharding(mesh, P(*[None] * (x.ndim - 1), "data")), params0
+  )
+  params = jax.device_put(
+      jax.tree.map(lambda x: np.ones((x.shape[:-1] + (8 * mesh.size,))), params0),
+      jax.tree.map(lambda s: s, sharding),
+  )
+  tx = mo.marthe(optax.sgd, learning_rate=0.1, hyper_lr_step=1e-3)
+  state = jax.jit(
+      tx.init,
+      out_shardings=mo_sharding.state_sharding(jax.eval_shape(tx.init, params), params),
+  )(params)
+  quadratic = lambda p: 0.5 * optax.tree.norm(p, squared=True)
+  update = lambda g, s, p, v: tx.update(g, s, p, value_fn=quadratic, val_grads=v)
+  hlo = jax.jit(update).lower(params, state, params, params).compile().as_text()
+  return re.findall(r"= (\S+\[[^\]]*\])[^=\n]*all-gather(?:-start)?\(", hlo)
+
+
+def explicit_mode(params0, train, val, steps: int) -> dict:
+  """FSDP under explicit sharding (``jax.make_mesh``'s default axis type).
+
+  With explicit axes the model itself gathers each weight before using it
+  (``jax.sharding.reshard``); MARTHE's state and update need nothing more.
+  Returns the learning rates of ``steps`` steps, or the error raised.
+  """
+  mesh = jax.make_mesh(
+      (len(jax.devices()),), ("data",), (jax.sharding.AxisType.Explicit,)
+  )
+  inner, eta0, kappa = LEARNERS["sgd"]
+  tx = mo.marthe(inner, learning_rate=eta0, hyper_lr_step=kappa)
+
+  def gathered_loss(p, batch):
+    return loss(jax.tree.map(lambda x: jax.sharding.reshard(x, P()), p), batch)
+
+  def step(params, state, batch, val_batch):
+    value_fn = lambda p: gathered_loss(p, batch)
+    updates, state = tx.update(
+        jax.grad(value_fn)(params), state, params, value_fn=value_fn,
+        val_grads=jax.grad(gathered_loss)(params, val_batch),
+    )
+    return optax.apply_updates(params, updates), state
+
+  try:
+    with jax.set_mesh(mesh):
+      params = jax.device_put(params0, mo_sharding.fsdp_sharding(params0, mesh))
+      state = jax.jit(
+          tx.init,
+          out_shardings=mo_sharding.state_sharding(
+              jax.eval_shape(tx.init, params), params
+          ),
+      )(params)
+      batch_sharding = NamedSharding(mesh, P("data"))
+      val_batch = jax.device_put(val, batch_sharding)
+      jitted = jax.jit(step)
+      lrs = []
+      for t in range(steps):
+        batch = jax.device_put((train[0][t], train[1][t]), batch_sharding)
+        params, state = jax.block_until_ready(jitted(params, state, batch, val_batch))
+        lrs.append(float(state.learning_rate))
+      sharding = check_state_sharding(
+          state, mo_sharding.fsdp_sharding(params0, mesh), inner
+      )
+    return dict(error=None, learning_rate=lrs, mismatches=sharding["mismatches"])
+  except Exception as e:  # pylint: disable=broad-except
+    return dict(error=f"{type(e).__name__}: {str(e)[:400]}")
+
+
+def rel_errs(run: dict, ref: dict) -> dict:
+  """Relative deviation of ``run`` from the reference run ``ref``."""
+  errs = {k: rel_err(run["trajectory"][k], ref["trajectory"][k]) for k in SCALARS}
+  lr, lr_ref = (np.asarray(r["trajectory"]["learning_rate"]) for r in (run, ref))
+  errs["learning_rate_pointwise"] = float(np.max(np.abs(lr - lr_ref) / lr_ref))
+  errs["params"] = params_rel_err(run["params"], ref["params"])
+  return errs
+
+
+def main(args) -> dict:
+  start = time.perf_counter()
+  n = len(jax.devices())
+  if n != args.devices:
+    raise RuntimeError(f"asked for {args.devices} devices, JAX sees {n}")
+  mesh = jax.sharding.Mesh(
+      np.array(jax.devices()), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
+  )
+  key = jax.random.key(0)
+  params0 = jax.tree.map(np.asarray, init_mlp(key))
+  train, val = make_data(jax.random.fold_in(key, 1), args.steps)
+  result = {"devices": n, "steps": args.steps, "cases": {}}
+  for name, (inner, eta0, kappa) in LEARNERS.items():
+    tx = mo.marthe(inner, learning_rate=eta0, hyper_lr_step=kappa)
+    runs = {
+        layout_name: run_layout(tx, params0, train, val, layout, args.steps, name)
+        for layout_name, layout in layouts(mesh, params0).items()
+    }
+    for layout_name, run in runs.items():
+      trajectory = run["trajectory"]
+      case = {
+          k: run[k]
+          for k in ("host_callbacks", "custom_calls", "collectives", "compile_s", "run_s")
+      }
+      case.update(
+          learning_rate=trajectory["learning_rate"],
+          mu_range=[min(trajectory["mu"]), max(trajectory["mu"])],
+          hyper_lr_max=max(trajectory["hyper_lr"]),
+          nonfinite_count=int(run["state"].nonfinite_count),
+      )
+      if layout_name != "single":
+        case["rel_err"] = rel_errs(run, runs["single"])
+        case.update(run["sharding"])
+        case["params_mismatches"] = run["params_mismatches"]
+      result["cases"][f"{name}/{layout_name}"] = case
+  result["update_all_gathers"] = update_all_gathers(mesh, params0)
+  result["explicit"] = explicit_mode(params0, train, val, steps=5)
+  result["detector_sanity"] = detector_sanity()
+  result["seconds"] = time.perf_counter() - start
+  return result
+
+
+if __name__ == "__main__":
+  print(json.dumps(main(_ARGS)))
