@@ -207,6 +207,13 @@ def marthe(
   them). Other extra keyword arguments are forwarded to the inner update and
   otherwise ignored.
 
+  Adam-family inners: pass ``eps_root > 0`` (e.g.
+  ``functools.partial(optax.adam, eps_root=1e-8)``). With Optax's default
+  ``eps_root = 0``, a weight whose gradients have all been exactly zero (a
+  dead ReLU unit) has a zero second moment, where the derivative of ``sqrt``
+  is ``0 * inf = NaN``: the guard below then resets the tangent at every step
+  and the learning rate never moves (``nonfinite_count`` grows).
+
   Guards: ``eta >= 0`` and ``beta >= 0`` always; a non-finite hypergradient
   (or an update of ``beta`` or ``eta`` that overflows) leaves ``eta``,
   ``beta`` and ``mu`` unchanged, resets the tangent to zero and increments

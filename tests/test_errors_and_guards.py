@@ -168,3 +168,33 @@ def _invariant_run(seed, eta0, kappa, beta0, adaptive, mu):
   # case the guard counts it instead of letting NaN into eta.
   chex.assert_tree_all_finite(
       (state.learning_rate, state.hyper_lr, state.mu, state.c, state.hypergradient))
+
+
+def _dead_relu_problem():
+  key = jax.random.PRNGKey(0)
+  params = {"w1": jax.random.normal(key, (5, 16)), "b1": jnp.full(16, -3.0),
+            "w2": jax.random.normal(key, (16, 3))}
+  x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+  y = jnp.arange(8) % 3
+  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"], y).mean()
+  return params, loss
+
+
+@pytest.mark.parametrize("eps_root,expect_nonfinite", [(0.0, True), (1e-8, False)])
+def test_adam_eps_root_and_dead_units(eps_root, expect_nonfinite):
+  """Documented in the README: Adam needs eps_root > 0 under MARTHE.
+
+  A weight whose gradients have all been exactly 0 (a dead ReLU) has a zero
+  second moment, where sqrt's derivative gives 0 * inf = NaN in the tangent:
+  the guard then resets the tangent and the learning rate never moves.
+  """
+  params, loss = _dead_relu_problem()
+  tx = mo.marthe(functools.partial(optax.adam, eps_root=eps_root), 1e-2, 1e-2)
+  state = tx.init(params)
+  for _ in range(10):
+    updates, state = tx.update(jax.grad(loss)(params), state, params, value_fn=loss)
+    params = optax.apply_updates(params, updates)
+  chex.assert_tree_all_finite(params)
+  assert (int(state.nonfinite_count) > 5) == expect_nonfinite
+  assert (float(state.learning_rate) == pytest.approx(1e-2)) == expect_nonfinite
