@@ -159,19 +159,201 @@ def _check_like(name: str, tree: Any, params: optax.Params) -> None:
       )
 
 
-def _vdot(x: Any, y: Any, dtype: jnp.dtype) -> jax.Array:
-  """``<x, y>`` over two trees, accumulated in ``dtype``.
+def _vdots(x: Any, y: Any, dtype: jnp.dtype) -> jax.Array:
+  """``<x[k], y>`` for each ``k``, over two trees, accumulated in ``dtype``.
 
-  A sum of elementwise products rather than ``optax.tree.vdot`` (which, with
-  some JAX versions, ravels each leaf through ``jnp.vdot``): no leaf is
-  reshaped, so a leaf sharded along any axis reduces locally and XLA adds the
-  partial sums with one all-reduce, and meshes with explicit sharding need no
-  ``out_sharding``.
+  ``x``'s leaves have a leading (hyperparameter) axis ``K``; the result is a
+  vector ``[K]``. A sum of elementwise products rather than
+  ``optax.tree.vdot`` (which, with some JAX versions, ravels each leaf through
+  ``jnp.vdot``): no leaf is reshaped, so a leaf sharded along any axis reduces
+  locally and XLA adds the partial sums with one all-reduce, and meshes with
+  explicit sharding need no ``out_sharding``.
   """
   products = jax.tree.map(
-      lambda a, b: jnp.sum(jnp.asarray(a, dtype) * jnp.asarray(b, dtype)), x, y
+      lambda a, b: jnp.sum(
+          jnp.asarray(a, dtype) * jnp.asarray(b, dtype),
+          axis=tuple(range(1, jnp.ndim(a))),
+      ),
+      x,
+      y,
   )
-  return sum(jax.tree.leaves(products), jnp.zeros([], dtype))
+  k = jax.tree.leaves(x)[0].shape[0]
+  return sum(jax.tree.leaves(products), jnp.zeros([k], dtype))
+
+
+def _check_factory(inner: Any) -> None:
+  if not callable(inner) or isinstance(inner, optax.GradientTransformation):
+    raise ValueError(
+        "inner must be a factory learning_rate -> GradientTransformation, such "
+        f"as optax.sgd or functools.partial(optax.sgd, momentum=0.9); got "
+        f"{inner!r}. Pass optax.sgd, not optax.sgd(0.1)."
+    )
+
+
+def _check_knobs(hyper_lr: Any, hyper_lr_step: Any, mu: Any, where: str = "") -> None:
+  _check_scalar(
+      f"hyper_lr{where}", hyper_lr, 0.0, np.inf,
+      "Pass the initial hyper-learning rate beta_0 >= 0 (the paper uses 0).",
+  )
+  _check_scalar(
+      f"hyper_lr_step{where}", hyper_lr_step, 0.0, np.inf,
+      "Pass kappa >= 0; choose it with marthe_optax.select_hyper_lr_step, or "
+      "pass 0 for a fixed hyper-learning rate.",
+  )
+  if mu is not None:
+    _check_scalar(
+        "mu", mu, 0.0, 1.0,
+        "Pass mu in [0, 1] (0 is HD, 1 is RTHO), or mu=None to adapt it.",
+    )
+
+
+def _is_hessian_free(mu: Any) -> bool:
+  """Whether ``mu`` is identically 0 (HD): then no Hessian is ever needed."""
+  value = None if mu is None else _concrete(mu)
+  return value is not None and float(value) == 0.0
+
+
+def _objective_grads(
+    updates: optax.Updates,
+    params: Optional[optax.Params],
+    value_fn: Any,
+    val_grads: Optional[optax.Updates],
+    hessian_free: bool,
+) -> optax.Updates:
+  """Checks the update's arguments; returns ``grad E(w_t)``."""
+  if params is None:
+    raise ValueError(
+        "marthe needs the current params: call "
+        "tx.update(grads, state, params, value_fn=..., val_grads=...)."
+    )
+  if not hessian_free and value_fn is None:
+    raise ValueError(
+        "This transformation (mu != 0) needs the training-loss closure for "
+        "its Hessian-vector product: call tx.update(grads, state, params, "
+        "value_fn=lambda p: loss(p, batch)). Only HD (mu = 0, "
+        "marthe_optax.hd) works without it."
+    )
+  _check_like("updates", updates, params)
+  if val_grads is None:
+    return updates
+  _check_like("val_grads", val_grads, params)
+  return val_grads
+
+
+class _Hyper(NamedTuple):
+  """The per-hyperparameter scalars of one step, each a vector ``[K]``."""
+
+  value: jax.Array  # theta (the learning rate, ...)
+  hyper_lr: jax.Array  # beta
+  mu: jax.Array
+  c: jax.Array
+  hypergradient: jax.Array  # Delta theta
+
+
+def _step(
+    inner_update: Callable[..., Any],
+    hyper: _Hyper,
+    tangent: _tangent.Tangent,
+    b: optax.Params,
+    inner_state: optax.OptState,
+    updates: optax.Updates,
+    params: optax.Params,
+    value_fn: Any,
+    val_grads: optax.Updates,
+    kappa: jax.Array,
+    mu: Optional[Any],
+    hessian_free: bool,
+    low: jax.Array,
+    high: jax.Array,
+) -> tuple[_Hyper, jax.Array, _tangent.StepAndTangent]:
+  """DESIGN.md section 2, steps 1-6, for ``K`` hyperparameters at once.
+
+  Args:
+    inner_update: ``(grads, inner_state, params, theta) -> (updates, state)``.
+    hyper: the previous step's scalars (``theta_{t-1}``, ``beta_{t-1}``,
+      ``mu_{t-1}``, ``c_{t-1}``, ``Delta theta_{t-1}``), vectors ``[K]``.
+    tangent: ``Z_t``, leaves with a leading axis ``K`` (empty for HD).
+    b: ``b_{t-1}``, leaves with a leading axis ``K``.
+    inner_state: ``s_t``.
+    updates: ``grad L_t(w_t)``.
+    params: ``w_t``.
+    value_fn: the training loss closure (unused for HD).
+    val_grads: ``grad E(w_t)``.
+    kappa: the hyper-learning rates' step sizes, ``[K]``.
+    mu: ``None`` for appendix A's adaptive mu, else the fixed value.
+    hessian_free: ``mu`` is identically 0.
+    low: lower bounds of the hyperparameters, ``[K]``.
+    high: upper bounds, ``[K]``.
+
+  Returns:
+    The new scalars, the per-hyperparameter finiteness mask ``[K]`` and the
+    differentiated inner step.
+  """
+  dtype = hyper.value.dtype
+  # Steps 1-2: hypergradient and one-step hypergradient.
+  g1 = _vdots(b, val_grads, dtype)
+  # With mu identically 0, Z_t.w = b_{t-1}: the hypergradient is g1.
+  h = g1 if hessian_free else _vdots(tangent.params, val_grads, dtype)
+  # Step 3: mu (appendix A) and the counter c.
+  mu_t = (
+      _rules.adaptive_mu(h, g1, hyper.c)
+      if mu is None
+      else jnp.broadcast_to(jnp.asarray(mu, dtype), h.shape)
+  )
+  c_t = _rules.next_counter(hyper.mu, hyper.c)
+  # Step 4: hyper-learning rate.
+  beta_t = _rules.next_hyper_lr(hyper.hyper_lr, kappa, h, hyper.hypergradient)
+  # Step 5: the hyperparameter itself, projected on its interval.
+  theta_t = _rules.next_hyperparam(hyper.value, beta_t, h, low, high)
+  # Guard: a non-finite hypergradient, or an update of beta or theta that
+  # overflows, changes no hyperparameter and resets its tangent.
+  finite = (
+      jnp.isfinite(h) & jnp.isfinite(g1)
+      & jnp.isfinite(beta_t) & jnp.isfinite(theta_t)
+  )
+  new = jax.tree.map(
+      lambda n, o: jnp.where(finite, n, o),
+      _Hyper(theta_t, beta_t, mu_t, c_t, h),
+      hyper._replace(hypergradient=jnp.zeros_like(h)),
+  )
+  if not hessian_free:
+    tangent = jax.tree.map(
+        lambda z: jnp.where(
+            finite.reshape(finite.shape + (1,) * (z.ndim - 1)), z,
+            jnp.zeros_like(z),
+        ),
+        tangent,
+    )
+  # Step 6: the inner step at theta_t and the tangent system.
+  step = _tangent.step_and_tangent(
+      inner_update,
+      new.value,
+      updates,
+      inner_state,
+      params,
+      tangent,
+      None if hessian_free else new.mu,
+      value_fn,
+  )
+  return new, finite, step
+
+
+def _inner_update(factory: Callable[[jax.Array], Any], extra_args: dict):
+  """``(g, s, w, theta) -> factory(theta).update(g, s, w, **extra_args)``."""
+
+  def inner_update(grads, inner_state, params, theta):
+    tx = optax.with_extra_args_support(factory(theta))
+    return tx.update(grads, inner_state, params, **extra_args)
+
+  return inner_update
+
+
+def _expand(tree: Any) -> Any:
+  return jax.tree.map(lambda x: x[None], tree)
+
+
+def _squeeze(tree: Any) -> Any:
+  return jax.tree.map(lambda x: x[0], tree)
 
 
 def marthe(
@@ -269,34 +451,14 @@ def marthe(
     Donini et al., `Scheduling the Learning Rate via Hypergradients: New
     Insights and a New Algorithm <https://arxiv.org/abs/1910.08525>`_, 2019.
   """
-  if not callable(inner) or isinstance(inner, optax.GradientTransformation):
-    raise ValueError(
-        "inner must be a factory learning_rate -> GradientTransformation, such "
-        f"as optax.sgd or functools.partial(optax.sgd, momentum=0.9); got "
-        f"{inner!r}. Pass optax.sgd, not optax.sgd(0.1)."
-    )
+  _check_factory(inner)
   _check_scalar(
       "learning_rate", learning_rate, 0.0, np.inf,
       "Pass the initial learning rate eta_0 >= 0.",
   )
-  _check_scalar(
-      "hyper_lr", hyper_lr, 0.0, np.inf,
-      "Pass the initial hyper-learning rate beta_0 >= 0 (the paper uses 0).",
-  )
-  _check_scalar(
-      "hyper_lr_step", hyper_lr_step, 0.0, np.inf,
-      "Pass kappa >= 0; choose it with marthe_optax.select_hyper_lr_step, or "
-      "pass 0 for a fixed hyper-learning rate.",
-  )
-  adaptive_mu = mu is None
-  if not adaptive_mu:
-    _check_scalar(
-        "mu", mu, 0.0, 1.0,
-        "Pass mu in [0, 1] (0 is HD, 1 is RTHO), or mu=None to adapt it.",
-    )
-  mu_value = None if adaptive_mu else _concrete(mu)
+  _check_knobs(hyper_lr, hyper_lr_step, mu)
   # mu identically 0 (HD): Z_{t+1} = B_t, no Hessian-vector product at all.
-  hessian_free = mu_value is not None and float(mu_value) == 0.0
+  hessian_free = _is_hessian_free(mu)
 
   def init_fn(params: optax.Params) -> MartheState:
     dtype = _hyper_dtype(params)
@@ -307,7 +469,7 @@ def marthe(
         count=jnp.zeros([], jnp.int32),
         learning_rate=eta0,
         hyper_lr=scalar(hyper_lr),
-        mu=scalar(0.0 if adaptive_mu else mu),
+        mu=scalar(0.0 if mu is None else mu),
         c=scalar(0.0),
         hypergradient=scalar(0.0),
         nonfinite_count=jnp.zeros([], jnp.int32),
@@ -329,79 +491,39 @@ def marthe(
       val_grads: Optional[optax.Updates] = None,
       **extra_args: Any,
   ) -> tuple[optax.Updates, MartheState]:
-    if params is None:
-      raise ValueError(
-          "marthe needs the current params: call "
-          "tx.update(grads, state, params, value_fn=..., val_grads=...)."
-      )
-    if not hessian_free and value_fn is None:
-      raise ValueError(
-          "This transformation (mu != 0) needs the training-loss closure for "
-          "its Hessian-vector product: call tx.update(grads, state, params, "
-          "value_fn=lambda p: loss(p, batch)). Only HD (mu = 0, "
-          "marthe_optax.hd) works without it."
-      )
-    _check_like("updates", updates, params)
-    if val_grads is None:
-      val_grads = updates
-    else:
-      _check_like("val_grads", val_grads, params)
-
+    val_grads = _objective_grads(updates, params, value_fn, val_grads, hessian_free)
     dtype = state.learning_rate.dtype
-    tangent = state.tangent.unseal()
-    # Steps 1-2: hypergradient and one-step hypergradient.
-    g1 = _vdot(state.b.unseal(), val_grads, dtype)
-    # With mu identically 0, Z_t.w = b_{t-1}: the hypergradient is g1.
-    h = g1 if hessian_free else _vdot(tangent.params, val_grads, dtype)
-    # Step 3: mu (appendix A) and the counter c.
-    mu_t = (
-        _rules.adaptive_mu(h, g1, state.c)
-        if adaptive_mu
-        else jnp.asarray(mu, dtype)
-    )
-    c_t = _rules.next_counter(state.mu, state.c)
-    # Step 4: hyper-learning rate.
-    beta_t = _rules.next_hyper_lr(
-        state.hyper_lr, jnp.asarray(hyper_lr_step, dtype), h, state.hypergradient
-    )
-    # Step 5: learning rate.
-    eta_t = _rules.next_learning_rate(state.learning_rate, beta_t, h)
-    # Guard: a non-finite hypergradient, or an update of beta or eta that
-    # overflows, changes no hyperparameter.
-    finite = (
-        jnp.isfinite(h) & jnp.isfinite(g1)
-        & jnp.isfinite(beta_t) & jnp.isfinite(eta_t)
-    )
-    keep = lambda new, old: jnp.where(finite, new, old)
-    eta_t = keep(eta_t, state.learning_rate)
-    beta_t = keep(beta_t, state.hyper_lr)
-    mu_t = keep(mu_t, state.mu)
-    c_t = keep(c_t, state.c)
-    h = keep(h, jnp.zeros_like(h))
-    if not hessian_free:
-      tangent = optax.tree.where(finite, tangent, optax.tree.zeros_like(tangent))
-    # Step 6: the inner step at eta_t and the tangent system.
-    step = _tangent.step_and_tangent(
-        inner,
-        eta_t,
-        updates,
+    # One hyperparameter: the shared K-hyperparameter step with K = 1.
+    new, finite, step = _step(
+        _inner_update(lambda theta: inner(theta[0]), extra_args),
+        _expand(_Hyper(
+            state.learning_rate, state.hyper_lr, state.mu, state.c,
+            state.hypergradient,
+        )),
+        _expand(state.tangent.unseal()),
+        _expand(state.b.unseal()),
         state.inner_state.unseal(),
+        updates,
         params,
-        tangent,
-        None if hessian_free else mu_t,
         value_fn,
-        **extra_args,
+        val_grads,
+        jnp.asarray(hyper_lr_step, dtype)[None],
+        mu,
+        hessian_free,
+        jnp.zeros([1], dtype),
+        jnp.full([1], jnp.inf, dtype),
     )
+    new = _squeeze(new)
     new_state = MartheState(
         count=optax.safe_increment(state.count),
-        learning_rate=eta_t,
-        hyper_lr=beta_t,
-        mu=mu_t,
-        c=c_t,
-        hypergradient=h,
-        nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
-        tangent=Sealed.seal(step.tangent),
-        b=Sealed.seal(step.b),
+        learning_rate=new.value,
+        hyper_lr=new.hyper_lr,
+        mu=new.mu,
+        c=new.c,
+        hypergradient=new.hypergradient,
+        nonfinite_count=state.nonfinite_count + (~finite[0]).astype(jnp.int32),
+        tangent=Sealed.seal(_squeeze(step.tangent)),
+        b=Sealed.seal(_squeeze(step.b)),
         inner_state=Sealed.seal(step.inner_state),
     )
     return step.updates, new_state

@@ -61,8 +61,24 @@ def next_hyper_lr(
   return jnp.maximum(beta_prev + kappa * h * h_prev, 0)
 
 
+def next_hyperparam(
+    theta_prev: jnp.ndarray,
+    beta: jnp.ndarray,
+    h: jnp.ndarray,
+    low: jnp.ndarray = 0.0,
+    high: jnp.ndarray = jnp.inf,
+) -> jnp.ndarray:
+  """Projected step ``theta_t = clip(theta_{t-1} - beta_t * h_t, low, high)``.
+
+  Eq. 5 of the paper for the learning rate (``low = 0``, ``high = inf``); the
+  same projected descent for any hyperparameter with its own interval
+  (weight decay in [0, inf), momentum in [0, 1)).
+  """
+  return jnp.clip(theta_prev - beta * h, low, high)
+
+
 def next_learning_rate(
     eta_prev: jnp.ndarray, beta: jnp.ndarray, h: jnp.ndarray
 ) -> jnp.ndarray:
   """Projected step ``eta_t = max(eta_{t-1} - beta_t * h_t, 0)`` (eq. 5)."""
-  return jnp.maximum(eta_prev - beta * h, 0)
+  return next_hyperparam(eta_prev, beta, h)

@@ -1,21 +1,23 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
 """The tangent system of the inner dynamics (DESIGN.md section 1).
 
-The inner dynamics is ``Phi_t(w, s, eta) = (w + u, s')`` with
-``(u, s') = inner(eta).update(grad L_t(w), s, w)``, for any Optax factory
-``inner: learning_rate -> GradientTransformation``. One linearisation of the
-inner update at ``(grad L_t(w_t), s_t, w_t, eta_t)`` gives, in one pass,
+The inner dynamics is ``Phi_t(w, s, theta) = (w + u, s')`` with
+``(u, s') = inner(theta).update(grad L_t(w), s, w)``, for any Optax factory
+``inner`` (``theta`` is the learning rate, or a vector of hyperparameters).
+Forward-mode differentiation of the inner update at
+``(grad L_t(w_t), s_t, w_t, theta_t)`` gives
 
-* the step itself ``(u_t, s_{t+1})``,
-* ``B_t``, the derivative of the new state with respect to ``eta_t``
-  (its params part ``b_t = d w_{t+1} / d eta_t`` costs O(d), no Hessian),
-* ``A_t (mu Z_t)``, whose only second-order piece, the Hessian-vector product
-  ``H_t (mu Z_t.w)``, comes from forward-over-reverse differentiation of
-  ``grad L_t``.
+* ``b_t = d w_{t+1} / d theta_t``, the params part of ``B_t``: O(d), no
+  Hessian;
+* ``A_t (mu Z_t) + B_t``, whose only second-order piece, the Hessian-vector
+  product ``H_t (mu Z_t.w)``, comes from forward-over-reverse differentiation
+  of ``grad L_t``.
 
 So ``Z_{t+1} = mu A_t Z_t + B_t`` (eq. 9) is right for SGD, momentum,
 Nesterov, Adam, AdamW or any differentiable Optax chain, with the current
-``eta_t``, and nobody writes an optimizer-specific Jacobian.
+``theta_t``, and nobody writes an optimizer-specific Jacobian. With several
+hyperparameters there is one tangent per hyperparameter, computed as one
+batched (``jax.vmap``) pass.
 
 Integer leaves of the inner state (step counts) carry no tangent: they are
 stored as integer zeros and handed to JAX as ``float0`` tangents.
@@ -66,11 +68,31 @@ def _from_jvp(tangent: Any, like: Any) -> Any:
   )
 
 
-def scale(s: jax.Array, tree: Any) -> Any:
-  """``s * tree``, keeping each leaf's dtype (integer leaves are left as is)."""
-  return jax.tree.map(
-      lambda x: (s * x).astype(x.dtype) if _is_float(x) else x, tree
-  )
+def scale_each(s: jax.Array, tree: Any) -> Any:
+  """``s[k] * tree[k]`` along the leading (hyperparameter) axis.
+
+  Keeps each leaf's dtype; integer leaves are left as they are.
+  """
+
+  def scale_leaf(x):
+    if not _is_float(x):
+      return x
+    return (s.reshape(s.shape + (1,) * (x.ndim - 1)) * x).astype(x.dtype)
+
+  return jax.tree.map(scale_leaf, tree)
+
+
+def map_hyperparams(f: Callable[..., Any], *batched: Any) -> Any:
+  """``f`` mapped over the leading (hyperparameter) axis of its arguments.
+
+  ``jax.vmap`` when there are several hyperparameters; a plain call on the
+  squeezed arguments when there is one, so that the single-learning-rate
+  step reaches XLA without a batch dimension.
+  """
+  if jax.tree.leaves(batched)[0].shape[0] == 1:
+    out = f(*jax.tree.map(lambda x: x[0], batched))
+    return jax.tree.map(lambda x: x[None], out)
+  return jax.vmap(f)(*batched)
 
 
 def hessian_vector_product(
@@ -95,74 +117,85 @@ EMPTY_TANGENT = Tangent((), ())
 
 
 def step_and_tangent(
-    inner: Callable[[jax.Array], optax.GradientTransformation],
-    learning_rate: jax.Array,
+    inner_update: Callable[..., tuple[optax.Updates, optax.OptState]],
+    hyperparams: jax.Array,
     grads: optax.Updates,
     inner_state: optax.OptState,
     params: optax.Params,
     tangent: Tangent,
     mu: Optional[jax.Array],
     value_fn: Optional[Callable[[optax.Params], jax.Array]],
-    **extra_args: Any,
 ) -> StepAndTangent:
-  """One inner step with its tangent: ``Phi_t``'s jvp along ``(mu Z_t, 1)``.
+  """One inner step with one tangent per hyperparameter (eq. 9).
 
-  Two forward-mode passes over the inner update share its primal (XLA merges
-  the common subexpressions): one along ``eta`` alone gives ``b_t`` (the other
-  inputs are closed over, so no zero tangent is materialised), one along
-  ``(H_t mu Z_t.w, mu Z_t.s, mu Z_t.w, 1)`` gives ``Z_{t+1}``.
+  For each of the ``K`` hyperparameters ``theta_k``, ``Z^k_{t+1}`` is the jvp
+  of ``Phi_t`` at ``(w_t, s_t, theta_t)`` along ``(mu_k Z^k_t, e_k)``, and
+  ``b^k_t = d w_{t+1} / d theta_k``. The ``K`` tangents are one batched
+  computation (:func:`map_hyperparams`), so the cost grows linearly in ``K``
+  with no per-hyperparameter code; the primal inner step, the forward pass
+  and the training gradient are computed once (they do not depend on the
+  tangent, and XLA merges the common subexpressions).
 
   Args:
-    inner: the inner optimizer factory ``learning_rate -> transformation``.
-    learning_rate: ``eta_t``, a scalar array (the primal at which to
+    inner_update: ``(grads, inner_state, params, theta) -> (updates,
+      new_inner_state)``, the inner optimizer's update as a function of the
+      hyperparameter vector ``theta``.
+    hyperparams: ``theta_t``, a vector ``[K]`` (the primal at which to
       differentiate).
     grads: ``grad L_t(w_t)``, the training gradient of the current minibatch.
     inner_state: ``s_t``.
     params: ``w_t``.
-    tangent: ``Z_t``.
-    mu: the discount ``mu_t``; ``None`` means ``mu`` is identically zero (HD):
-      no Hessian-vector product is formed and no tangent is kept beyond
-      ``b_t`` (``Z_{t+1}.w = b_t`` and ``Z_{t+1}.s`` is never used), so
-      :data:`EMPTY_TANGENT` is returned.
+    tangent: ``Z_t``, every leaf with a leading axis of size ``K``.
+    mu: the discounts ``mu_t``, a vector ``[K]``; ``None`` means ``mu`` is
+      identically zero (HD): no Hessian-vector product is formed and no
+      tangent is kept beyond ``b_t`` (``Z_{t+1}.w = b_t`` and ``Z_{t+1}.s`` is
+      never used), so :data:`EMPTY_TANGENT` is returned.
     value_fn: the training loss ``L_t`` as a function of the params; needed
       unless ``mu`` is ``None``.
-    **extra_args: forwarded to the inner update.
 
   Returns:
     A :class:`StepAndTangent` with ``u_t``, ``s_{t+1}``, ``Z_{t+1}`` and
-    ``b_t``, all in the dtypes of their primal counterparts.
+    ``b_t`` (the last two with the leading axis ``K``), in the dtypes of their
+    primal counterparts.
   """
+  eye = jnp.eye(hyperparams.shape[0], dtype=hyperparams.dtype)
+  updates, new_inner_state = inner_update(grads, inner_state, params, hyperparams)
 
-  def inner_update(g, s, w, lr):
-    tx = optax.with_extra_args_support(inner(lr))
-    return tx.update(g, s, w, **extra_args)
+  def b_k(e):
+    # Along theta alone: the other inputs are closed over, so no zero tangent
+    # is materialised and no Hessian is formed.
+    _, du = jax.jvp(
+        lambda theta: inner_update(grads, inner_state, params, theta)[0],
+        (hyperparams,),
+        (e,),
+    )
+    return _from_jvp(du, params)
 
-  (updates, new_inner_state), (b, _) = jax.jvp(
-      lambda lr: inner_update(grads, inner_state, params, lr),
-      (learning_rate,),
-      (jnp.ones_like(learning_rate),),
-  )
+  b = map_hyperparams(b_k, eye)
   if mu is None:
     new_tangent = EMPTY_TANGENT
   else:
-    mz = scale(mu, tangent.params)
-    hz = hessian_vector_product(value_fn, params, mz)
-    _, (du, ds) = jax.jvp(
-        inner_update,
-        (grads, inner_state, params, learning_rate),
-        (
-            optax.tree.cast_like(hz, grads),
-            _to_jvp(scale(mu, tangent.inner_state)),
-            mz,
-            jnp.ones_like(learning_rate),
-        ),
-    )
-    new_tangent = Tangent(
-        optax.tree.add(mz, _from_jvp(du, params)), _from_jvp(ds, inner_state)
+
+    def z_k(e, mz, ms):
+      hz = hessian_vector_product(value_fn, params, mz)
+      _, (du, ds) = jax.jvp(
+          inner_update,
+          (grads, inner_state, params, hyperparams),
+          (optax.tree.cast_like(hz, grads), _to_jvp(ms), mz, e),
+      )
+      return Tangent(
+          optax.tree.add(mz, _from_jvp(du, params)), _from_jvp(ds, inner_state)
+      )
+
+    new_tangent = map_hyperparams(
+        z_k,
+        eye,
+        scale_each(mu, tangent.params),
+        scale_each(mu, tangent.inner_state),
     )
   return StepAndTangent(
       updates=optax.tree.cast_like(updates, grads),
       inner_state=optax.tree.cast_like(new_inner_state, inner_state),
       tangent=new_tangent,
-      b=_from_jvp(b, params),
+      b=b,
   )
