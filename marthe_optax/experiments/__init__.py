@@ -1,0 +1,17 @@
+# Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
+"""What the benchmarks and notebooks share (needs the ``experiments`` extra).
+
+* :mod:`~marthe_optax.experiments.data`: digits, MNIST-1D (generated
+  offline) and MNIST from IDX files; no downloads.
+* :mod:`~marthe_optax.experiments.models`: the section-5 MLP in plain JAX.
+* :mod:`~marthe_optax.experiments.train`: whole training runs as ``lax.scan``,
+  vmapped over seeds and hyperparameters.
+* :mod:`~marthe_optax.experiments.schedules`: section 5 (LRS-OPT against
+  HD, RTHO and MARTHE; figure 2).
+* :mod:`~marthe_optax.experiments.test_functions`: section 3 (Beale and
+  Bukin; figure 1).
+* :mod:`~marthe_optax.experiments.report`: JSON and tables.
+
+Submodules are imported on use, so ``import marthe_optax.experiments`` stays
+cheap.
+"""

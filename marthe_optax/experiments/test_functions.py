@@ -1,0 +1,409 @@
+# Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
+"""Figure 1 of the paper: HD, RTHO and MARTHE on two-dimensional test functions.
+
+Section 3 runs 500 steps of gradient descent with ``E = L`` from a fixed
+point on the Beale function (plateaus and sharp walls, where HD is slow) and
+on a smoothed, simplified Bukin N. 6 function (a narrow valley
+``y = 0.01 x``, where RTHO's undiscounted history makes the learning rate
+explode and then vanish), for a grid of hyper-learning rates ``beta``, and
+reports the best objective value reached within the 500 steps.
+
+Paper footnote 5: ``L(x, y) = sqrt(sqrt((y - 0.01 x)^2 + eps) + eps)``; the
+paper does not give ``eps``, the starting points or ``eta_0``; the values
+used here are in :data:`PROBLEMS` and are printed with the results.
+
+Methods: HD (``mu = 0``), RTHO (``mu = 1``), MARTHE with adaptive ``mu`` and a
+fixed ``beta`` (the ``h_mu`` curve of section 5), all on one ``beta`` grid,
+and full MARTHE (adaptive ``mu`` and ``beta``, ``beta_0 = 0``) on a grid of
+its step size ``kappa``. Every grid point is one vmapped run.
+"""
+
+import functools
+import time
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import marthe_optax as mo
+from marthe_optax.experiments import report
+
+
+def beale(w: jax.Array) -> jax.Array:
+  """Beale: ``sum_i (c_i - x + x y^i)^2``, minimum 0 at (3, 0.5)."""
+  x, y = w[0], w[1]
+  return (
+      (1.5 - x + x * y) ** 2
+      + (2.25 - x + x * y**2) ** 2
+      + (2.625 - x + x * y**3) ** 2
+  )
+
+
+def bukin_smoothed(w: jax.Array, eps: float = 1e-2) -> jax.Array:
+  """Smoothed, simplified Bukin N. 6 (paper footnote 5).
+
+  ``sqrt(sqrt((y - 0.01 x)^2 + eps) + eps)``: minimal, equal to
+  ``sqrt(sqrt(eps) + eps)``, along the whole valley ``y = 0.01 x``.
+  """
+  x, y = w[0], w[1]
+  return jnp.sqrt(jnp.sqrt((y - 0.01 * x) ** 2 + eps) + eps)
+
+
+class Problem(NamedTuple):
+  """A test function with its starting point and plot window.
+
+  Attributes:
+    name: a short name.
+    fn: ``w -> scalar`` for ``w`` of shape ``[2]``.
+    start: the fixed initial point.
+    learning_rate: ``eta_0`` for every method.
+    xlim: the plot's x range.
+    ylim: the plot's y range.
+    minimum: the function's minimal value (for the plots' reference line).
+    note: how the problem was set up.
+  """
+
+  name: str
+  fn: Callable[[jax.Array], jax.Array]
+  start: tuple
+  learning_rate: float
+  xlim: tuple
+  ylim: tuple
+  minimum: float
+  note: str
+
+
+BUKIN_EPS = 1e-2
+
+PROBLEMS = {
+    "beale": Problem(
+        name="beale",
+        fn=beale,
+        start=(1.0, 1.5),
+        learning_rate=1e-3,
+        xlim=(-0.5, 4.0),
+        ylim=(-0.5, 2.0),
+        minimum=0.0,
+        note="Beale, start (1, 1.5), eta_0 = 1e-3",
+    ),
+    "bukin": Problem(
+        name="bukin",
+        fn=functools.partial(bukin_smoothed, eps=BUKIN_EPS),
+        start=(-10.0, 2.0),
+        learning_rate=1e-3,
+        xlim=(-12.0, -8.0),
+        ylim=(-0.6, 2.2),
+        minimum=float(np.sqrt(np.sqrt(BUKIN_EPS) + BUKIN_EPS)),
+        note=f"smoothed Bukin N.6, eps = {BUKIN_EPS:g}, start (-10, 2), "
+        "eta_0 = 1e-3",
+    ),
+}
+
+
+class Method(NamedTuple):
+  """An online method on a grid (``grid`` is ``'beta'`` or ``'kappa'``)."""
+
+  name: str
+  adaptive_mu: bool
+  mu: float
+  grid: str
+
+
+METHODS = (
+    Method("HD", False, 0.0, "beta"),
+    Method("RTHO", False, 1.0, "beta"),
+    Method("MARTHE (h_mu, fixed beta)", True, 0.0, "beta"),
+    Method("MARTHE", True, 0.0, "kappa"),
+)
+
+
+class Trajectory(NamedTuple):
+  """A gradient-descent run (arrays gain leading axes under vmap).
+
+  Attributes:
+    points: ``[steps + 1, 2]`` iterates ``w_0 .. w_T``.
+    loss: ``[steps + 1]`` objective values.
+    learning_rate: ``[steps]`` learning rates used.
+    mu: ``[steps]`` discounts.
+    hyper_lr: ``[steps]`` hyper-learning rates.
+    best: the minimum of ``loss`` (non-finite values ignored).
+    diverged: a non-finite iterate, or a final loss above the initial one.
+  """
+
+  points: jax.Array
+  loss: jax.Array
+  learning_rate: jax.Array
+  mu: jax.Array
+  hyper_lr: jax.Array
+  best: jax.Array
+  diverged: jax.Array
+
+
+def descend(
+    fn: Callable[[jax.Array], jax.Array],
+    start: jax.Array,
+    learning_rate: float,
+    steps: int,
+    grid_value: jax.Array,
+    method: Method,
+) -> Trajectory:
+  """``steps`` steps of gradient descent scheduled online, with ``E = L``.
+
+  Args:
+    fn: the objective.
+    start: the initial point, shape ``[2]``.
+    learning_rate: ``eta_0``.
+    steps: the number of steps.
+    grid_value: ``beta`` (or ``kappa`` when ``method.grid == 'kappa'``).
+    method: the online method.
+
+  Returns:
+    A :class:`Trajectory`.
+  """
+  kappa = grid_value if method.grid == "kappa" else 0.0
+  beta = grid_value if method.grid == "beta" else 0.0
+  tx = mo.marthe(
+      optax.sgd, learning_rate, kappa, hyper_lr=beta,
+      mu=None if method.adaptive_mu else method.mu,
+  )
+  w = jnp.asarray(start, jnp.float32)
+
+  def step(carry, _):
+    w, state = carry
+    value, grad = jax.value_and_grad(fn)(w)
+    updates, state = tx.update(grad, state, w, value_fn=fn)
+    stats = tuple(optax.tree.get(state, k) for k in ("learning_rate", "mu", "hyper_lr"))
+    return (optax.apply_updates(w, updates), state), (w, value, *stats)
+
+  (w_last, _), (ws, values, lrs, mus, betas) = jax.lax.scan(
+      step, (w, tx.init(w)), length=steps
+  )
+  points = jnp.concatenate([ws, w_last[None]])
+  loss = jnp.concatenate([values, fn(w_last)[None]])
+  finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(points), axis=-1)
+  return Trajectory(
+      points=points,
+      loss=loss,
+      learning_rate=lrs,
+      mu=mus,
+      hyper_lr=betas,
+      best=jnp.min(jnp.where(finite, loss, jnp.inf)),
+      diverged=~jnp.all(finite) | (loss[-1] > loss[0]),
+  )
+
+
+@functools.partial(jax.jit, static_argnames=("problem", "steps", "method"))
+def _run_grid(problem: Problem, steps: int, method: Method, grid: jax.Array):
+  return jax.vmap(
+      lambda v: descend(
+          problem.fn, jnp.asarray(problem.start), problem.learning_rate,
+          steps, v, method,
+      )
+  )(grid)
+
+
+class Figure1Result(NamedTuple):
+  """All numbers of the figure-1 experiment.
+
+  Attributes:
+    steps: gradient steps per run.
+    beta_grid: the ``beta`` grid (HD, RTHO, MARTHE with fixed ``beta``).
+    kappa_grid: the ``kappa`` grid (full MARTHE).
+    runs: ``{problem: {method: Trajectory over the method's grid}}`` (NumPy).
+    constant: ``{problem: Trajectory}`` of plain gradient descent at eta_0.
+    seconds: wall-clock time.
+  """
+
+  steps: int
+  beta_grid: np.ndarray
+  kappa_grid: np.ndarray
+  runs: dict
+  constant: dict
+  seconds: float
+
+
+def run_figure1(
+    problems: Sequence[str] = ("beale", "bukin"),
+    steps: int = 500,
+    beta_grid: Optional[np.ndarray] = None,
+    kappa_grid: Optional[np.ndarray] = None,
+    methods: Sequence[Method] = METHODS,
+) -> Figure1Result:
+  """Runs every method over its grid on every problem.
+
+  Args:
+    problems: keys of :data:`PROBLEMS`.
+    steps: gradient steps (500 in the paper).
+    beta_grid: hyper-learning rates (default ``10**-8 .. 10**1``, half
+      decades).
+    kappa_grid: step sizes of ``beta`` for full MARTHE (default
+      ``10**-18 .. 10**1``, half decades).
+    methods: the methods (default :data:`METHODS`).
+
+  Returns:
+    A :class:`Figure1Result`.
+  """
+  t0 = time.time()
+  beta_grid = np.logspace(-8, 1, 19) if beta_grid is None else np.asarray(beta_grid)
+  kappa_grid = (
+      np.logspace(-18, 1, 39) if kappa_grid is None else np.asarray(kappa_grid)
+  )
+  runs, constant = {}, {}
+  for name in problems:
+    problem = PROBLEMS[name]
+    runs[name] = {}
+    for m in methods:
+      grid = beta_grid if m.grid == "beta" else kappa_grid
+      out = _run_grid(problem, steps, m, jnp.asarray(grid, jnp.float32))
+      runs[name][m.name] = jax.tree.map(np.asarray, out)
+    out = _run_grid(problem, steps, METHODS[0], jnp.zeros([1], jnp.float32))
+    constant[name] = jax.tree.map(lambda a: np.asarray(a)[0], out)
+  return Figure1Result(
+      steps, beta_grid, kappa_grid, runs, constant, time.time() - t0
+  )
+
+
+def best_index(traj: Trajectory) -> int:
+  """The grid index with the lowest best objective among non-diverged runs,
+  ties (equal to 4 significant digits) broken by the final objective; ``-1``
+  when every run diverged."""
+  div = np.asarray(traj.diverged)
+  if div.all():
+    return -1
+  best = np.where(div, np.inf, np.asarray(traj.best, np.float64))
+  best = np.array([float(f"{b:.4g}") if np.isfinite(b) else np.inf for b in best])
+  final = np.where(div, np.inf, np.asarray(traj.loss[:, -1], np.float64))
+  final = np.where(np.isfinite(final), final, np.inf)
+  return int(np.lexsort((final, best))[0])
+
+
+def figure1_table(result: Figure1Result, methods: Sequence[Method] = METHODS) -> str:
+  """Per problem and method: the best grid value, its best and final
+  objective, how many grid values diverged and the smallest that did."""
+  rows = []
+  for name, per_method in result.runs.items():
+    c = result.constant[name]
+    rows.append([name, "constant eta_0", "-", f"{c.best:.4g}",
+                 f"{c.loss[-1]:.4g}", "-", "-"])
+    for m in methods:
+      traj = per_method[m.name]
+      grid = result.beta_grid if m.grid == "beta" else result.kappa_grid
+      i = best_index(traj)
+      div = np.asarray(traj.diverged)
+      first = report.format_value(grid[div].min()) if div.any() else "none"
+      rows.append([
+          name,
+          m.name,
+          f"{m.grid}={report.format_value(grid[i])}" if i >= 0 else "-",
+          f"{traj.best[i]:.4g}" if i >= 0 else "-",
+          f"{traj.loss[i, -1]:.4g}" if i >= 0 else "-",
+          f"{div.sum()}/{len(grid)}",
+          first,
+      ])
+  return report.format_table(
+      ["problem", "method", "best grid value", "best L", "final L",
+       "diverged", "smallest diverging"],
+      rows,
+  )
+
+
+def figure1_json(result: Figure1Result, methods: Sequence[Method] = METHODS) -> dict:
+  """Every number of the experiment, as a JSON-ready dict."""
+  out = {
+      "steps": result.steps,
+      "beta_grid": result.beta_grid,
+      "kappa_grid": result.kappa_grid,
+      "seconds": result.seconds,
+      "problems": {},
+  }
+  for name, per_method in result.runs.items():
+    p = PROBLEMS[name]
+    entry = {
+        "note": p.note,
+        "start": p.start,
+        "learning_rate": p.learning_rate,
+        "minimum": p.minimum,
+        "constant": result.constant[name]._asdict(),
+        "methods": {},
+    }
+    for m in methods:
+      traj = per_method[m.name]
+      entry["methods"][m.name] = {
+          "grid": m.grid,
+          "best_index": best_index(traj),
+          **traj._asdict(),
+      }
+    out["problems"][name] = entry
+  return out
+
+
+def plot_figure1(result: Figure1Result, path: str, methods: Sequence[Method] = METHODS):
+  """Saves the figure, one row per problem: the loss surface with each
+  method's trajectory at its best grid value; the objective and the learning
+  rate along those runs; the best (solid) and final (dashed) objective against
+  ``beta`` and against ``kappa``, diverged runs marked with crosses at the top
+  of the panel."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  names = list(result.runs)
+  fig, axes = plt.subplots(len(names), 5, figsize=(25, 4.6 * len(names)),
+                           squeeze=False)
+  colors = dict(zip([m.name for m in methods], plt.cm.tab10.colors))
+  for row, name in zip(axes, names):
+    p, per_method = PROBLEMS[name], result.runs[name]
+    const = result.constant[name]
+    chosen = {m.name: best_index(per_method[m.name]) for m in methods}
+    ax = row[0]
+    xs = np.linspace(*p.xlim, 300)
+    ys = np.linspace(*p.ylim, 300)
+    xx, yy = np.meshgrid(xs, ys)
+    zz = np.asarray(jax.vmap(jax.vmap(lambda a, b: p.fn(jnp.stack([a, b]))))(
+        jnp.asarray(xx), jnp.asarray(yy)))
+    ax.contourf(xx, yy, np.log10(zz - p.minimum + 1e-3), levels=30, cmap="Greys")
+    ax.plot(*const.points.T, color="k", ls=":", lw=1.5, label="constant eta_0")
+    for m in methods:
+      if chosen[m.name] >= 0:
+        pts = per_method[m.name].points[chosen[m.name]]
+        ax.plot(pts[:, 0], pts[:, 1], color=colors[m.name], lw=1.5, label=m.name)
+    ax.plot(*p.start, "o", color="k")
+    ax.set(xlim=p.xlim, ylim=p.ylim, xlabel="x", ylabel="y",
+           title=f"{p.note}\nlog10(L - min L), best grid value of each method")
+    ax.legend(fontsize=7)
+    for ax, field, label in ((row[1], "loss", "L(w_t) - min L"),
+                             (row[2], "learning_rate", "learning rate")):
+      if field == "loss":
+        ax.plot(const.loss - p.minimum, color="k", ls=":", label="constant eta_0")
+      for m in methods:
+        i = chosen[m.name]
+        if i >= 0:
+          v = getattr(per_method[m.name], field)[i]
+          ax.plot(v - p.minimum if field == "loss" else v, color=colors[m.name],
+                  label=m.name)
+      ax.set(yscale="log", xlabel="step", ylabel=label,
+             title=f"{label} at the best grid value")
+      ax.legend(fontsize=7)
+    for ax, grid_kind in ((row[3], "beta"), (row[4], "kappa")):
+      grid = result.beta_grid if grid_kind == "beta" else result.kappa_grid
+      top = const.loss[0]
+      for m in methods:
+        if m.grid != grid_kind:
+          continue
+        traj = per_method[m.name]
+        div = np.asarray(traj.diverged)
+        ax.plot(grid, np.where(div, np.nan, traj.best), "o-", color=colors[m.name],
+                label=f"{m.name}: best", ms=3)
+        ax.plot(grid, np.where(div, np.nan, traj.loss[:, -1]), "--",
+                color=colors[m.name], lw=1, label=f"{m.name}: final")
+        ax.plot(grid[div], np.full(div.sum(), top), "x", color=colors[m.name])
+      ax.axhline(const.best, color="k", ls=":", label="constant eta_0")
+      ax.set(xscale="log", yscale="log", xlabel=grid_kind,
+             ylabel=f"L within {result.steps} steps",
+             title=f"best / final objective vs {grid_kind} (x: diverged)")
+      ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -1,0 +1,347 @@
+# Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
+"""Tests of marthe_optax.experiments: data, training runs, the two experiments."""
+
+import dataclasses
+import gzip
+import json
+import os
+import random
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import marthe_optax as mo
+from marthe_optax.experiments import data
+from marthe_optax.experiments import report
+from marthe_optax.experiments import schedules
+from marthe_optax.experiments import test_functions
+from marthe_optax.experiments import train
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_digits_split_shapes_disjoint_and_deterministic():
+  d = data.digits()
+  assert (d.x_train.shape, d.x_val.shape, d.x_test.shape) == (
+      (1000, 64), (300, 64), (497, 64))
+  assert d.x_train.dtype == np.float32 and d.y_train.dtype == np.int32
+  assert d.num_classes == 10
+  assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
+  # The three sets partition the 1,797 examples (as multisets of rows).
+  from sklearn.datasets import load_digits
+  x, y = load_digits(return_X_y=True)
+  ours = np.concatenate([d.x_train, d.x_val, d.x_test]) * 16
+  ours = np.concatenate([ours, np.concatenate([d.y_train, d.y_val, d.y_test])[:, None]], 1)
+  theirs = np.concatenate([x, y[:, None]], 1)
+  np.testing.assert_array_equal(np.unique(ours, axis=0, return_counts=True)[1],
+                                np.unique(theirs, axis=0, return_counts=True)[1])
+  again = data.digits()
+  for a, b in zip(d[1:7], again[1:7]):
+    np.testing.assert_array_equal(a, b)
+  other = data.digits(seed=1)
+  assert not np.array_equal(d.y_train, other.y_train)
+
+
+def test_mnist1d_generated_offline_split_and_rng_untouched(monkeypatch):
+  import requests
+  def no_network(*args, **kwargs):
+    raise AssertionError("mnist1d must not download")
+  monkeypatch.setattr(requests, "get", no_network)
+  np.random.seed(123)
+  random.seed(123)
+  expected_np, expected_py = np.random.rand(), random.random()
+  np.random.seed(123)
+  random.seed(123)
+  d = data.mnist1d()
+  assert (np.random.rand(), random.random()) == (expected_np, expected_py)
+  assert (d.x_train.shape, d.x_val.shape, d.x_test.shape) == (
+      (3500, 40), (500, 40), (1000, 40))
+  assert d.num_classes == 10
+  assert set(np.unique(d.y_test)) == set(range(10))
+  again = data.mnist1d()
+  np.testing.assert_array_equal(d.x_val, again.x_val)
+  np.testing.assert_array_equal(d.y_train, again.y_train)
+
+
+def test_split_rejects_too_many_examples():
+  with pytest.raises(ValueError, match="cannot take"):
+    data.digits(n_val=1000, n_test=797)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32])
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip(tmp_path, dtype, suffix):
+  a = (np.arange(2 * 3 * 4) % 200).astype(dtype).reshape(2, 3, 4)
+  path = str(tmp_path / f"a-idx3-ubyte{suffix}")
+  data.write_idx(path, a)
+  with open(path, "rb") as f:
+    assert (f.read(2) == b"\x1f\x8b") == bool(suffix)
+  b = data.read_idx(path)
+  assert b.dtype == a.dtype
+  np.testing.assert_array_equal(a, b)
+
+
+def test_idx_rejects_malformed(tmp_path):
+  bad = tmp_path / "bad"
+  bad.write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x05abc")
+  with pytest.raises(ValueError, match="magic"):
+    data.read_idx(str(bad))
+  short = tmp_path / "short"
+  short.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05abc")
+  with pytest.raises(ValueError, match="announces"):
+    data.read_idx(str(short))
+
+
+def _write_mnist(directory, gz, rng):
+  images = rng.integers(0, 256, (30, 5, 5), dtype=np.uint8)
+  labels = (np.arange(30) % 10).astype(np.uint8)
+  test_images = rng.integers(0, 256, (12, 5, 5), dtype=np.uint8)
+  test_labels = (np.arange(12) % 10).astype(np.uint8)
+  ext = ".gz" if gz else ""
+  # One file uses the alternative "train-images.idx3-ubyte" spelling.
+  data.write_idx(os.path.join(directory, f"train-images.idx3-ubyte{ext}"), images)
+  data.write_idx(os.path.join(directory, f"train-labels-idx1-ubyte{ext}"), labels)
+  data.write_idx(os.path.join(directory, f"t10k-images-idx3-ubyte{ext}"), test_images)
+  data.write_idx(os.path.join(directory, f"t10k-labels-idx1-ubyte{ext}"), test_labels)
+  return images, labels, test_images, test_labels
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_idx_loader_on_tiny_files(tmp_path, gz):
+  images, labels, test_images, test_labels = _write_mnist(
+      str(tmp_path), gz, np.random.default_rng(0))
+  d = data.mnist_idx(str(tmp_path), n_train=20, n_val=6)
+  assert d.name == "mnist"
+  assert (d.x_train.shape, d.x_val.shape, d.x_test.shape) == (
+      (20, 25), (6, 25), (12, 25))
+  np.testing.assert_allclose(d.x_test, test_images.reshape(12, 25) / 255.0, rtol=1e-6)
+  np.testing.assert_array_equal(d.y_test, test_labels)
+  # Train and validation rows are distinct training-file rows with their labels.
+  flat = images.reshape(30, 25).astype(np.float32) / 255.0
+  rows = {tuple(r): l for r, l in zip(flat, labels)}
+  picked = [tuple(r) for r in np.concatenate([d.x_train, d.x_val])]
+  assert len(set(picked)) == 26
+  assert [rows[r] for r in picked] == list(np.concatenate([d.y_train, d.y_val]))
+
+
+def test_mnist_idx_missing_files(tmp_path):
+  with pytest.raises(FileNotFoundError, match="t10k-images|train-images"):
+    data.mnist_idx(str(tmp_path))
+  with pytest.raises(ValueError, match="--data"):
+    data.load("mnist")
+
+
+# ---------------------------------------------------------------- training
+
+CONFIG = train.TrainConfig(steps=4, batch_size=20, val_batch_size=10,
+                           hidden=(8, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def arrays():
+  return train.Arrays.from_dataset(data.digits())
+
+
+def test_epoch_batches_visit_each_example_once_per_epoch():
+  idx = np.asarray(train.epoch_batches(jax.random.key(0), 10, 7, 4))
+  assert idx.shape == (7, 4)
+  flat = idx.reshape(-1)
+  for epoch in range(2):
+    assert sorted(flat[10 * epoch:10 * epoch + 10]) == list(range(10))
+  with pytest.raises(ValueError):
+    train.epoch_batches(jax.random.key(0), 3, 2, 4)
+
+
+@pytest.fixture(scope="module")
+def inputs2(arrays):
+  # Two seeds: every vmapped call below has 2 rows and hits the same compiled
+  # programs.
+  return train.make_inputs(jnp.arange(2), arrays, CONFIG)
+
+
+HYPER2 = train.Hyper(jnp.array([1e-3, 1e-2]), jnp.array([0.0, 0.0]),
+                     jnp.array([0.9, 0.5]))
+
+
+def test_vmap_over_seeds_equals_a_python_loop(arrays, inputs2):
+  seeds = jnp.arange(2)
+  vmapped = train.run_online(arrays, CONFIG, inputs2, seeds, HYPER2, False)
+  single = jax.jit(lambda inp, h: train.train(
+      lambda: train.online_optimizer(CONFIG, h, False), arrays, CONFIG, inp))
+  for i in range(2):
+    h = jax.tree.map(lambda a: a[i], HYPER2)
+    one = single(train.seed_inputs(jnp.int32(i), arrays, CONFIG), h)
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda a: a[i], vmapped), one, rtol=2e-5, atol=1e-6)
+  # Different seeds: different w_0 and minibatches.
+  assert not np.allclose(vmapped.trace.train_loss[0], vmapped.trace.train_loss[1])
+  # The seed's inputs are what make_inputs computed.
+  chex.assert_trees_all_equal(
+      jax.tree.map(lambda a: a[1], inputs2),
+      train.seed_inputs(jnp.int32(1), arrays, CONFIG))
+
+
+@pytest.mark.parametrize("factory, mu", [(mo.hd, 0.0), (mo.rtho, 1.0)])
+def test_family_member_is_exactly_hd_and_rtho(arrays, inputs2, factory, mu):
+  """The fixed-mu family with a traced mu reproduces mo.hd / mo.rtho."""
+  beta = 1e-2
+  hyper = train.Hyper(jnp.full(2, beta), jnp.zeros(2), jnp.full(2, mu))
+  ours = train.run_online(arrays, CONFIG, inputs2, jnp.arange(2), hyper, False)
+  ref = train.train(lambda: factory(optax.sgd, CONFIG.learning_rate, beta),
+                    arrays, CONFIG, jax.tree.map(lambda a: a[0], inputs2))
+  chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], ours), ref,
+                              rtol=1e-5, atol=1e-7)
+  assert float(ours.trace.learning_rate[0, -1]) != CONFIG.learning_rate
+
+
+def test_constant_member_is_plain_sgd(arrays, inputs2):
+  zero = train.Hyper(jnp.zeros(2), jnp.zeros(2), jnp.zeros(2))
+  online = train.run_online(arrays, CONFIG, inputs2, jnp.arange(2), zero, False)
+  sgd = train.run_schedule(arrays, CONFIG, inputs2, jnp.arange(2),
+                           jnp.full((2, CONFIG.steps), CONFIG.learning_rate))
+  np.testing.assert_allclose(online.trace.learning_rate, CONFIG.learning_rate)
+  np.testing.assert_allclose(sgd.trace.learning_rate, CONFIG.learning_rate)
+  chex.assert_trees_all_close(
+      (online.val_loss, online.test_accuracy, online.trace.train_loss),
+      (sgd.val_loss, sgd.test_accuracy, sgd.trace.train_loss), rtol=1e-5)
+
+
+def test_run_in_chunks_pads_and_matches(arrays, inputs2):
+  seeds = np.array([0, 1, 1], np.int32)
+  hyper = train.Hyper(np.array([1e-3, 1e-2, 1e-1], np.float32),
+                      np.zeros(3, np.float32), np.array([0.9, 0.5, 0.9], np.float32))
+  fn = lambda s, h: train.run_online(arrays, CONFIG, inputs2, s, h, False)
+  counted = []
+  chunked = train.run_in_chunks(fn, (seeds, hyper), chunk=2, callback=counted.append)
+  assert counted == [2, 1]
+  first = fn(jnp.arange(2), HYPER2)  # rows 0 and 1
+  last = fn(jnp.array([1, 0]), jax.tree.map(lambda a: a[jnp.array([2, 0])], hyper))
+  expected = jax.tree.map(lambda a, b: np.concatenate([a, b[:1]]), first, last)
+  chex.assert_trees_all_close(chunked, expected, rtol=2e-5, atol=1e-6)
+
+
+def test_divergence_is_flagged(arrays, inputs2):
+  out = train.run_schedule(
+      arrays, CONFIG, inputs2, jnp.arange(2),
+      jnp.stack([jnp.full(CONFIG.steps, 1e4), jnp.full(CONFIG.steps, 1e-2)]))
+  np.testing.assert_array_equal(out.diverged, [True, False])
+
+
+# ---------------------------------------------------------------- reports
+
+
+def test_json_helpers_round_nan_and_nested():
+  out = report.to_jsonable({"a": np.array([1.23456789, np.nan]), "b": (np.int32(3),),
+                            "c": np.float32(np.inf)})
+  assert out == {"a": [1.23457, None], "b": [3], "c": None}
+  table = report.format_table(["x", "y"], [[1, "long value"]])
+  assert table.splitlines()[0].startswith("| x | y")
+  assert report.mean_std(np.array([0.5, 0.7])) == "60.0 ± 10.0"
+  assert report.format_value(1e-5) == "1e-05"
+  assert report.format_value(3.16e-5) == "3.2e-05"
+
+
+# ---------------------------------------------------------------- experiments
+
+
+def test_tiny_schedules_preset_end_to_end(tmp_path):
+  preset = schedules.PRESETS["tiny"]
+  logged = []
+  out = schedules.run(preset, str(tmp_path), progress=False, log=logged.append)
+  for name in ("results.json", "table.md", "figure2_digits.png"):
+    assert (tmp_path / name).stat().st_size > 0
+  with open(tmp_path / "results.json") as f:
+    js = json.load(f)
+  methods = js["datasets"]["digits"]["methods"]
+  expected = [m.name for m in schedules.METHODS] + [schedules.SELECTED]
+  assert list(methods) == expected
+  hd = methods["HD"]
+  assert hd["grid"] == list(preset.beta_grid)
+  assert np.shape(hd["val_accuracy"]) == (len(preset.beta_grid), preset.seeds)
+  assert np.shape(hd["trace"]["learning_rate"]) == (
+      len(preset.beta_grid), preset.seeds, preset.config.steps)
+  lrs = js["datasets"]["digits"]["lrs_opt"]
+  assert np.shape(lrs["schedules"]) == (preset.lrs_opt_seeds, preset.config.steps)
+  assert np.shape(lrs["objectives"]) == (preset.lrs_opt_seeds, preset.lrs_opt_steps)
+  assert len(js["datasets"]["digits"]["kappa_selection"]) == preset.seeds
+  table = (tmp_path / "table.md").read_text()
+  for name in expected + [schedules.LRS_OPT]:
+    assert f"| {name} " in table
+  assert "± " in logged[0] and preset.note in logged[0]
+  # Constant eta keeps eta_0; the online methods move it.
+  const = np.asarray(out["results"][0].results["constant"].runs.trace.learning_rate)
+  np.testing.assert_allclose(const, preset.config.learning_rate)
+  hd_lr = np.asarray(out["results"][0].results["HD"].runs.trace.learning_rate)
+  assert not np.allclose(hd_lr, preset.config.learning_rate)
+  # The selected kappa is the largest grid value whose training loss did not
+  # diverge (selection.divergence), and its runs are that grid row's.
+  from marthe_optax import selection
+  marthe = out["results"][0].results["MARTHE"]
+  chosen = out["results"][0].results[schedules.SELECTED]
+  for s in range(preset.seeds):
+    div = np.asarray(selection.divergence(
+        jnp.asarray(marthe.runs.trace.train_loss[:, s])).diverged)
+    expected = marthe.grid[~div].max()
+    assert chosen.selected[s] == expected
+    i = int(np.flatnonzero(marthe.grid == expected)[0])
+    np.testing.assert_array_equal(chosen.runs.trace.learning_rate[0, s],
+                                  marthe.runs.trace.learning_rate[i, s])
+
+
+def test_benchmark_cli_overrides(tmp_path, monkeypatch):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "bench_schedules", os.path.join(os.path.dirname(__file__), "..",
+                                      "benchmarks", "schedules.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  seen = {}
+  monkeypatch.setattr(schedules, "run",
+                      lambda preset, out, datasets=None, progress=True: seen.update(
+                          preset=preset, out=out, datasets=datasets))
+  _write_mnist(str(tmp_path), True, np.random.default_rng(1))
+  with pytest.raises(ValueError, match="cannot take"):  # 30 < 7000 + 700
+    module.main(["--preset", "tiny", "--data", str(tmp_path)])
+  assert module.main(["--preset", "fast", "--seeds", "1", "--datasets", "digits",
+                      "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+  assert seen["preset"].seeds == 1 and seen["preset"].lrs_opt_seeds == 1
+  assert seen["preset"].datasets == ("digits",)
+  assert "overridden" in seen["preset"].note
+  assert seen["out"] == str(tmp_path / "o")
+
+
+def test_test_functions_values():
+  np.testing.assert_allclose(test_functions.beale(jnp.array([3.0, 0.5])), 0.0, atol=1e-12)
+  eps = test_functions.BUKIN_EPS
+  on_valley = test_functions.bukin_smoothed(jnp.array([-10.0, -0.1]), eps)
+  np.testing.assert_allclose(on_valley, np.sqrt(np.sqrt(eps) + eps), rtol=1e-6)
+  assert test_functions.bukin_smoothed(jnp.array([-10.0, 1.0]), eps) > on_valley
+
+
+def test_figure1_small_grid(tmp_path):
+  result = test_functions.run_figure1(
+      steps=30, beta_grid=np.array([1e-6, 1e3]), kappa_grid=np.array([1e-16, 1e6]))
+  for name in ("beale", "bukin"):
+    for m in test_functions.METHODS:
+      traj = result.runs[name][m.name]
+      assert traj.points.shape == (2, 31, 2)
+      assert traj.learning_rate.shape == (2, 30)
+      # A tiny hyper-learning rate does not diverge; the Beale start with a
+      # huge one does.
+      assert not traj.diverged[0]
+    np.testing.assert_allclose(result.constant[name].learning_rate,
+                               test_functions.PROBLEMS[name].learning_rate)
+  assert result.runs["beale"]["HD"].diverged[1]
+  assert result.runs["beale"]["MARTHE"].diverged[1]
+  table = test_functions.figure1_table(result)
+  assert "RTHO" in table and "smallest diverging" in table
+  report.write_json(str(tmp_path / "f.json"), test_functions.figure1_json(result))
+  js = json.loads((tmp_path / "f.json").read_text())
+  assert js["problems"]["bukin"]["methods"]["HD"]["grid"] == "beta"
+  test_functions.plot_figure1(result, str(tmp_path / "f.png"))
+  assert (tmp_path / "f.png").stat().st_size > 0
