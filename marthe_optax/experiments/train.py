@@ -204,8 +204,15 @@ def _row(inputs: RunInputs, i: jax.Array) -> RunInputs:
 
 
 def _stat(state, name: str) -> jax.Array:
+  """A scalar of the optimizer state for the trace (NaN when absent).
+
+  With several hyperparameters (``mo.marthe_multi``: per-layer learning
+  rates, per-hyperparameter ``mu``...) the mean of the values is recorded.
+  """
   value = optax.tree.get(state, name)
-  return jnp.asarray(jnp.nan if value is None else value, jnp.float32)
+  if value is None:
+    return jnp.asarray(jnp.nan, jnp.float32)
+  return jnp.mean(jnp.stack(jax.tree.leaves(value))).astype(jnp.float32)
 
 
 def train(
