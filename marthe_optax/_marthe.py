@@ -134,6 +134,20 @@ def _check_scalar(name: str, value: Any, low: float, high: float, hint: str) -> 
     )
 
 
+def _array_leaves(tree: Any) -> Any:
+  """``tree`` with array-like pytree nodes replaced by their arrays.
+
+  Some frameworks hand ``init`` boxed params (``flax.nnx.Param`` nodes, which
+  define ``__jax_array__``) and ``update`` the plain arrays (``nnx.Optimizer``
+  does). The state is built from the plain arrays, so that its trees, sealed
+  with their structure, match the gradients at every update.
+  """
+  return jax.tree.map(
+      jnp.asarray, tree,
+      is_leaf=lambda x: hasattr(x, "__jax_array__") and not isinstance(x, jax.Array),
+  )
+
+
 def _hyper_dtype(params: optax.Params) -> jnp.dtype:
   """The params' float dtype promoted to at least float32."""
   return jnp.promote_types(optax.tree.dtype(params, "lowest"), jnp.float32)
@@ -461,6 +475,7 @@ def marthe(
   hessian_free = _is_hessian_free(mu)
 
   def init_fn(params: optax.Params) -> MartheState:
+    params = _array_leaves(params)
     dtype = _hyper_dtype(params)
     eta0 = jnp.asarray(learning_rate, dtype)
     inner_state = inner(eta0).init(params)

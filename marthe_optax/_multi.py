@@ -200,6 +200,7 @@ def marthe_multi(
     return inner(**jax.tree.unflatten(treedef, list(theta)))
 
   def init_fn(params: optax.Params) -> MultiMartheState:
+    params = _marthe._array_leaves(params)
     dtype = _marthe._hyper_dtype(params)
     theta = jnp.stack([jnp.asarray(v, dtype) for v in values])
     inner_state = call_inner(theta).init(params)
