@@ -1,0 +1,288 @@
+# Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
+"""The learning-rate-free comparison: models, optimizer wrappers, the tiny preset."""
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from marthe_optax import selection
+from marthe_optax.experiments import lr_free
+from marthe_optax.experiments import schedules
+from marthe_optax.experiments import train as train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = lr_free.TrainConfig(steps=4, batch_size=8, val_batch_size=8,
+                             hidden=(8,))
+
+
+def _arrays(n=24, d=6, classes=3, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(3 * n, d)).astype(np.float32)
+  y = (np.argmax(x[:, :classes], axis=1)).astype(np.int32)
+  parts = [(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n]) for i in range(3)]
+  return lr_free.Arrays(*(jnp.asarray(a) for p in parts for a in p))
+
+
+def _conv1d_same_reference(x, kernel, bias, stride):
+  """NumPy cross-correlation with XLA's SAME padding (extra pad on the right)."""
+  n, width, c_in = x.shape
+  k, _, c_out = kernel.shape
+  out_w = -(-width // stride)
+  pad = max((out_w - 1) * stride + k - width, 0)
+  xp = np.pad(x, ((0, 0), (pad // 2, pad - pad // 2), (0, 0)))
+  out = np.zeros((n, out_w, c_out))
+  for i in range(out_w):
+    window = xp[:, i * stride:i * stride + k, :]
+    out[:, i, :] = np.einsum("nkc,kco->no", window, kernel)
+  return out + bias
+
+
+def test_cnn1d_shapes_and_numpy_reference():
+  params = lr_free.init_cnn1d(jax.random.key(1), 40, 10)
+  chex.assert_trees_all_equal_shapes(
+      params,
+      [{"kernel": jnp.zeros((5, 1, 32)), "bias": jnp.zeros(32)},
+       {"kernel": jnp.zeros((5, 32, 32)), "bias": jnp.zeros(32)},
+       {"kernel": jnp.zeros((320, 10)), "bias": jnp.zeros(10)}])
+  # Nonzero biases, so that the bias and ReLU placement is checked too.
+  params = jax.tree.map(
+      lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
+  x = np.random.default_rng(0).normal(size=(3, 40)).astype(np.float32)
+  h = x[..., None].astype(np.float64)
+  for layer in params[:-1]:
+    h = np.maximum(_conv1d_same_reference(
+        h, np.asarray(layer["kernel"], np.float64),
+        np.asarray(layer["bias"], np.float64), 2), 0.0)
+  expected = h.reshape(3, -1) @ np.asarray(params[-1]["kernel"]) + np.asarray(
+      params[-1]["bias"])
+  np.testing.assert_allclose(lr_free.cnn1d_apply(params, jnp.asarray(x)),
+                             expected, rtol=2e-4, atol=2e-4)
+
+
+def test_inputs_are_the_section5_inputs():
+  """Same w_0 and minibatches as the section-5 runs (train.py) at each seed."""
+  arrays = _arrays()
+  config = CONFIG._replace(steps=7)
+  mlp = lr_free.seed_inputs("mlp", arrays, config, jnp.int32(3), 3)
+  chex.assert_trees_all_equal(
+      mlp, train_lib.seed_inputs(jnp.int32(3), arrays, config, 3))
+  chex.assert_shape(mlp.val_batches, (7, 8))
+  cnn = lr_free.seed_inputs("cnn1d", arrays, config, jnp.int32(3), 3)
+  chex.assert_trees_all_equal(cnn.batches, mlp.batches)
+  chex.assert_trees_all_equal(cnn.val_batches, mlp.val_batches)
+  chex.assert_trees_all_equal(
+      cnn.params, lr_free.init_cnn1d(train_lib.seed_keys(3)[0], 6, 3))
+  both = lr_free.make_inputs(arrays, jnp.arange(2), model="mlp", config=config,
+                             num_classes=3)
+  chex.assert_trees_all_equal(
+      jax.tree.map(lambda a: a[1], both),
+      train_lib.seed_inputs(jnp.int32(1), arrays, config, 3))
+
+
+def test_sgdr_periods_and_schedules():
+  assert lr_free.sgdr_periods(512) == [74, 148, 296]
+  assert sum(lr_free.sgdr_periods(12)[:2]) < 12 <= sum(lr_free.sgdr_periods(12))
+  config = lr_free.TrainConfig(steps=14, learning_rate=0.1)
+  sgdr = lr_free.sgdr_schedule(config)
+  t0 = lr_free.sgdr_periods(14)[0]
+  np.testing.assert_allclose(sgdr(0), 0.1, rtol=1e-6)
+  np.testing.assert_allclose(sgdr(t0), 0.1, rtol=1e-6)  # a warm restart
+  assert sgdr(t0 - 1) < 0.1
+  cos = lr_free.cosine_schedule(config)
+  np.testing.assert_allclose([cos(0), cos(14)], [0.1, 0.0], atol=1e-7)
+  assert lr_free.steps_per_epoch(config, 1000) == 10
+  assert lr_free.steps_per_epoch(config, 3501) == 36
+
+
+def test_user_set_counts():
+  counts = {name: len(m.user_set) for name, m in lr_free.METHODS.items()}
+  assert counts == {
+      "sgd": 1, "cosine": 2, "sgdr": 3, "hd": 1, "rtho": 1, "marthe": 1,
+      "prodigy": 0, "dadapt": 0, "dog": 0, "mechanic": 1, "schedule_free": 1,
+      "schedule_free_default": 0, "plateau": 2,
+  }
+  selects = {n: m.selects for n, m in lr_free.METHODS.items() if m.selects}
+  assert selects == {"hd": "beta", "rtho": "beta", "marthe": "kappa"}
+
+
+@pytest.mark.parametrize("name", list(lr_free.METHODS))
+def test_each_wrapper_is_finite_on_a_few_steps(name):
+  """Each optimizer, fed as the benchmark feeds it, for a few eager steps."""
+  method = lr_free.METHODS[name]
+  arrays = _arrays()
+  model = lr_free.get_model("mlp", CONFIG)
+  loss = lambda p, x, y: lr_free.cross_entropy(model.apply, p, x, y)
+  params = model.init(jax.random.key(0), 6, 3)
+  tx = optax.with_extra_args_support(method.build(CONFIG, 1e-3, 24))
+  state = tx.init(params)
+  lrs, values = [], []
+  for t in range(4):
+    idx = jnp.arange(8 * t, 8 * t + 8) % 24
+    params, state, lr, value = lr_free.train_step(
+        method, tx, loss, CONFIG, params, state, jnp.int32(t),
+        (arrays.x_train[idx], arrays.y_train[idx]),
+        (arrays.x_val[idx], arrays.y_val[idx]))
+    lrs.append(float(lr))
+    values.append(float(value))
+  chex.assert_tree_all_finite(params)
+  chex.assert_tree_all_finite(
+      [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)])
+  assert np.all(np.isfinite(values))
+  lrs = np.asarray(lrs)
+  if name in ("schedule_free", "schedule_free_default"):
+    assert np.all(np.isnan(lrs))  # exposes no learning rate
+  else:
+    assert np.all(np.isfinite(lrs)) and np.all(lrs >= 0), lrs
+  if name == "sgd":
+    np.testing.assert_allclose(lrs, CONFIG.learning_rate)
+  if name == "cosine":
+    np.testing.assert_allclose(
+        lrs, [lr_free.cosine_schedule(CONFIG)(t) for t in range(4)], rtol=1e-6)
+  if name == "plateau":
+    np.testing.assert_allclose(
+        lrs, CONFIG.learning_rate * float(optax.tree.get(state, "scale")))
+  if name in ("prodigy", "dadapt", "dog", "mechanic"):
+    assert np.all(lrs > 0), lrs
+
+
+def test_schedule_free_is_evaluated_at_its_eval_params():
+  arrays = _arrays()
+  model = lr_free.get_model("mlp", CONFIG)
+  inputs = lr_free.make_inputs(arrays, jnp.arange(2), model="mlp",
+                               config=CONFIG, num_classes=3)
+  runs = lr_free.run_rows(arrays, inputs, jnp.zeros(2), method="schedule_free",
+                          model="mlp", config=CONFIG)
+  method = lr_free.METHODS["schedule_free"]
+  loss = lambda p: lr_free.cross_entropy(model.apply, p, arrays.x_val,
+                                         arrays.y_val)
+  for i in range(2):
+    one = jax.tree.map(lambda x: x[i], inputs)
+    params, state, _, _ = jax.jit(
+        lambda b: lr_free.fit(method, model, arrays, CONFIG, b, 0.0))(one)
+    averaged = optax.contrib.schedule_free_eval_params(state, params)
+    chex.assert_trees_all_close(lr_free.evaluation_params(method, state, params),
+                                averaged)
+    np.testing.assert_allclose(runs.val_loss[i], loss(averaged), rtol=1e-5)
+    # The averaged params are not the last iterate, and give another loss.
+    assert optax.tree.norm(optax.tree.sub(averaged, params)) > 1e-4
+    assert abs(float(loss(params)) - float(runs.val_loss[i])) > 1e-6
+  plain = lr_free.METHODS["sgd"]
+  assert lr_free.evaluation_params(plain, None, inputs.params) is inputs.params
+
+
+def test_select_index_takes_the_largest_value_that_does_not_diverge():
+  grid = lr_free.candidates()
+  np.testing.assert_allclose(grid, 10.0 ** -np.arange(10))
+  curves = np.ones((10, 5))
+  curves[0, 2] = np.nan  # 1: non-finite
+  curves[1, 3] = 2.5  # 0.1: more than twice the first loss
+  curves[2:, -1] = 0.5  # 0.01 and below: fine
+  chosen, i = lr_free.select_index(curves, grid)
+  assert i == 2 and chosen.value == pytest.approx(1e-2)
+  np.testing.assert_array_equal(chosen.diverged, [True, True] + [False] * 8)
+  # The benchmark's early stop uses the same test, in NumPy.
+  np.testing.assert_array_equal(
+      lr_free._diverged(curves),
+      selection.divergence(jnp.asarray(curves)).diverged)
+  chosen, i = lr_free.select_index(np.full((10, 5), np.inf), grid)
+  assert chosen is None and i == 9
+
+
+def test_train_flags_divergence():
+  arrays = _arrays()
+  model = lr_free.get_model("mlp", CONFIG)
+  inputs = lr_free.seed_inputs("mlp", arrays, CONFIG, jnp.int32(0), 3)
+  sgd = lr_free.METHODS["sgd"]
+  for lr, expected in ((1e4, True), (CONFIG.learning_rate, False)):
+    config = CONFIG._replace(learning_rate=lr)
+    run = jax.jit(lambda i, c=config: lr_free.train(
+        sgd, model, arrays, c, i, 0.0))(inputs)
+    assert bool(run.diverged) == expected, lr
+  assert run.learning_rate.shape == run.train_loss.shape == (CONFIG.steps,)
+
+
+def test_tiny_preset_end_to_end(tmp_path):
+  """benchmarks/lr_free.py --preset tiny: the table, the JSON and the figures."""
+  env = dict(os.environ)
+  # Unoptimised XLA code compiles twice as fast; the tiny MLP does not care.
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                      + " --xla_backend_optimization_level=0").strip()
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "benchmarks", "lr_free.py"),
+       "--preset", "tiny", "--out", str(tmp_path), "--no-progress"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(tmp_path / "lr_free.json") as f:
+    result = json.load(f)
+  assert result["preset"] == "tiny"
+  config = schedules.PRESETS["tiny"].config
+  steps, n_seeds = config.steps, schedules.PRESETS["tiny"].seeds
+  assert result["config"]["steps"] == steps
+  assert result["config"]["seeds"] == n_seeds
+  assert list(result["tasks"]) == ["digits-mlp"]
+  task = result["tasks"]["digits-mlp"]
+  sizes = (64, *config.hidden, 10)
+  assert task["n_params"] == sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+  methods = {m["method"]: m for m in task["methods"]}
+  assert list(methods) == list(lr_free.METHODS)
+  assert methods["sgd"]["time"]["run_ratio"] == 1.0
+  assert methods["sgd"]["time"]["total_ratio"] == 1.0
+  grid = list(lr_free.candidates())
+  for name, m in methods.items():
+    spec = lr_free.METHODS[name]
+    assert m["label"] == spec.label and m["n_user_set"] == len(spec.user_set)
+    assert m["seeds"] == n_seeds
+    for key in ("val_accuracy", "test_accuracy"):
+      acc = np.asarray(m[key]["per_seed"], float)
+      assert acc.shape == (n_seeds,) and np.all((acc >= 0) & (acc <= 1))
+      np.testing.assert_allclose(m[key]["mean"], acc.mean(), rtol=1e-5)
+    t = m["time"]
+    assert t["run_s"] > 0 and t["compile_s"] > 0
+    np.testing.assert_allclose(
+        t["total_s"], t["compile_s"] + t["run_s"] + t["select_s"], rtol=1e-4)
+    lr = m["learning_rate"]
+    if name.startswith("schedule_free"):
+      assert not lr["exposed"] and lr["mean"] is None
+    else:
+      assert lr["exposed"] and len(lr["mean"]) == steps == len(lr["seed0"])
+    if spec.selects:
+      # Candidates ran largest first until every seed had a survivor; each
+      # seed kept its largest candidate that did not diverge.
+      assert m["selects"] == spec.selects
+      np.testing.assert_allclose(m["candidates"], grid, rtol=1e-6)
+      tried, last = t["runs_per_seed"], []
+      for value, diverged in zip(m["selected"], m["candidate_diverged"]):
+        assert len(diverged) == len(grid) and not any(diverged[tried:])
+        if value is None:  # every candidate diverged
+          assert all(diverged)
+          last.append(len(grid))
+          continue
+        i = int(np.argmin(np.abs(np.log(grid) - np.log(value))))
+        assert not diverged[i] and all(diverged[:i])
+        last.append(i + 1)
+      assert tried == max(last)
+    else:
+      assert m["selected"] is None and t["runs_per_seed"] == 1
+  np.testing.assert_allclose(methods["sgd"]["learning_rate"]["mean"],
+                             config.learning_rate, rtol=1e-6)
+  # The table: printed and written, one row per method.
+  with open(tmp_path / "lr_free.md") as f:
+    table = f.read()
+  assert "time x SGD" in table.splitlines()[0]
+  assert len(table.strip().splitlines()) == 2 + len(methods)
+  for m in methods.values():
+    assert f"| digits-mlp | {m['label']} " in table
+    assert f"| digits-mlp | {m['label']} " in proc.stdout
+  for name in ("lr_free.png", "lr_free_schedules.png"):
+    with open(tmp_path / name, "rb") as f:
+      head = f.read(8)
+    assert head == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(tmp_path / name) > 20_000
