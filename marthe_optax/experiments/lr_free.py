@@ -586,8 +586,9 @@ def run_rows(
 ) -> Run:
   """:func:`train` vmapped over rows ``(inputs[i], hypers[i])``.
 
-  One compiled program per method; the rows are the seeds, or for the
-  hypergradient methods every (candidate, seed) pair of the selection.
+  One compiled program per method; the rows are the seeds (for the
+  hypergradient methods ``hypers`` holds one candidate of the selection,
+  the same in every row).
   """
   m, net = METHODS[method], get_model(model, config)
   return jax.vmap(lambda i, h: train(m, net, arrays, config, i, h))(
