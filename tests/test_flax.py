@@ -12,6 +12,7 @@ random stream advance once per step.
 """
 
 import functools
+import os
 
 import chex
 import flax.linen as nn
@@ -381,3 +382,32 @@ def test_apply_gradients_forwards_and_replaces():
   assert seen == {"val_grads": "g"}
   with pytest.raises(ValueError, match="OVERWRITE_WITH_GRADIENT"):
     mof.apply_gradients(state, grads={OVERWRITE_WITH_GRADIENT: {}})
+
+
+# ------------------------------------------------------------- the notebook
+
+
+def test_flax_nnx_notebook_runs(tmp_path, monkeypatch):
+  nbformat = pytest.importorskip("nbformat")
+  nbclient = pytest.importorskip("nbclient")
+  path = os.path.join(os.path.dirname(__file__), "..", "notebooks", "flax_nnx.ipynb")
+  nb = nbformat.read(path, as_version=4)
+  # Colab-ready, with saved outputs.
+  install = nb.cells[1].source
+  assert "%pip install" in install and "find_spec" in install
+  assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
+  # Runs on its tiny preset (60 steps).
+  monkeypatch.setenv("MARTHE_NOTEBOOK_PRESET", "tiny")
+  monkeypatch.setenv("MPLBACKEND", "Agg")
+  nbclient.NotebookClient(
+      nb, timeout=600, kernel_name="python3",
+      resources={"metadata": {"path": str(tmp_path)}},
+  ).execute()
+  text, images = [], 0
+  for cell in nb.cells:
+    for output in cell.get("outputs", []):
+      assert output.get("output_type") != "error", output
+      text.append(output.get("text", ""))
+      images += "image/png" in output.get("data", {})
+  text = "".join(text)
+  assert "selected kappa" in text and "step   59" in text and images == 1
