@@ -1,8 +1,6 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
 """Tests of marthe_optax.experiments: data, training runs, the two experiments."""
 
-import dataclasses
-import gzip
 import json
 import os
 import random
