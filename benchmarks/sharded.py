@@ -104,8 +104,8 @@ from tqdm import tqdm
 
 import marthe_optax as mo
 from marthe_optax import sharding as mo_sharding
+from marthe_optax.experiments.sharded import SCALARS, init_mlp, make_data, train_step
 
-SCALARS = ("learning_rate", "mu", "hyper_lr", "hypergradient")
 INNER = {
     # name: (factory, eta_0, kappa for the full MLP, kappa for --small); each
     # kappa moves eta within 50 steps without divergence. Adam gets
@@ -116,52 +116,6 @@ INNER = {
     "sgd": (optax.sgd, 0.01, 1e-6, 1e-4),
     "adam": (functools.partial(optax.adam, eps_root=1e-8), 1e-3, 1e-12, 1e-9),
 }
-
-
-def init_mlp(key: jax.Array, sizes) -> dict:
-  """He-initialised dense layers ``dense_i = {'w', 'b'}``."""
-  params = {}
-  for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:])):
-    key, sub = jax.random.split(key)
-    params[f"dense_{i}"] = {
-        "w": jax.random.normal(sub, (m, n)) * np.sqrt(2.0 / m),
-        "b": jnp.zeros(n),
-    }
-  return params
-
-
-def loss(params: dict, batch) -> jax.Array:
-  """Mean cross-entropy of the ReLU MLP ``params`` on ``batch = (x, y)``."""
-  x, y = batch
-  n = len(params)
-  for i in range(n):
-    x = x @ params[f"dense_{i}"]["w"] + params[f"dense_{i}"]["b"]
-    if i < n - 1:
-      x = jax.nn.relu(x)
-  return optax.softmax_cross_entropy_with_integer_labels(x, y).mean()
-
-
-def make_data(key: jax.Array, steps: int, sizes, batch: int):
-  """Gaussian inputs labelled by a random linear teacher, as NumPy arrays."""
-  k_teacher, k_train, k_val = jax.random.split(key, 3)
-  teacher = jax.random.normal(k_teacher, (sizes[0], sizes[-1]))
-  label = lambda x: np.asarray(jnp.argmax(x @ teacher, axis=-1), np.int32)
-  x = jax.random.normal(k_train, (steps, batch, sizes[0]))
-  x_val = jax.random.normal(k_val, (batch, sizes[0]))
-  return (np.asarray(x), label(x)), (np.asarray(x_val), label(x_val))
-
-
-def train_step(tx, params, state, batch, val_batch):
-  """One MARTHE step; returns params, state and the metrics (loss, scalars)."""
-  value_fn = lambda p: loss(p, batch)
-  train_loss, grads = jax.value_and_grad(value_fn)(params)
-  val_grads = jax.grad(loss)(params, val_batch)
-  updates, state = tx.update(
-      grads, state, params, value_fn=value_fn, val_grads=val_grads
-  )
-  metrics = {name: optax.tree.get(state, name) for name in SCALARS}
-  metrics["loss"] = train_loss
-  return optax.apply_updates(params, updates), state, metrics
 
 
 def compile_layout(tx, params0, batch0, val, params_sharding, batch_sharding):

@@ -67,6 +67,7 @@ import optax
 
 import marthe_optax as mo
 from marthe_optax import sharding as mo_sharding
+from marthe_optax.experiments.sharded import SCALARS, init_mlp, loss, make_data, train_step
 
 SIZES = (48, 32, 32, 32, 10)  # the section-5 MLP (784-500-500-500-10), small
 BATCH = 32
@@ -78,64 +79,7 @@ LEARNERS = {
     # units have exactly zero gradients): d sqrt(nu) / d nu is infinite at 0.
     "adam": (functools.partial(optax.adam, eps_root=1e-8), 1e-3, 1e-9),
 }
-SCALARS = ("learning_rate", "mu", "hyper_lr", "hypergradient")
 CALLBACK_PATTERN = re.compile(r"callback", re.IGNORECASE)
-
-
-def init_mlp(key: jax.Array, sizes=SIZES) -> dict:
-  """He-initialised dense layers ``dense_i = {'w', 'b'}``."""
-  params = {}
-  for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:])):
-    key, sub = jax.random.split(key)
-    params[f"dense_{i}"] = {
-        "w": jax.random.normal(sub, (m, n)) * np.sqrt(2.0 / m),
-        "b": jnp.zeros(n),
-    }
-  return params
-
-
-def mlp(params: dict, x: jax.Array) -> jax.Array:
-  n = len(params)
-  for i in range(n):
-    x = x @ params[f"dense_{i}"]["w"] + params[f"dense_{i}"]["b"]
-    if i < n - 1:
-      x = jax.nn.relu(x)
-  return x
-
-
-def loss(params: dict, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
-  x, y = batch
-  return optax.softmax_cross_entropy_with_integer_labels(mlp(params, x), y).mean()
-
-
-def make_data(key: jax.Array, steps: int, sizes=SIZES, batch=BATCH):
-  """Gaussian inputs labelled by a random linear teacher: (train, val), NumPy."""
-  k_teacher, k_train, k_val = jax.random.split(key, 3)
-  teacher = jax.random.normal(k_teacher, (sizes[0], sizes[-1]))
-  x = jax.random.normal(k_train, (steps, batch, sizes[0]))
-  x_val = jax.random.normal(k_val, (batch, sizes[0]))
-  label = lambda x: jnp.argmax(x @ teacher, axis=-1).astype(jnp.int32)
-  train = (np.asarray(x), np.asarray(label(x)))
-  val = (np.asarray(x_val), np.asarray(label(x_val)))
-  return train, val
-
-
-def train_step(tx: optax.GradientTransformationExtraArgs, params, state, batch, val_batch):
-  """One MARTHE step: training gradient, validation gradient, update.
-
-  Returns the new params and state, and the metrics (the training loss and the
-  state's scalars) as separate outputs, so that donating params and state to
-  the next step leaves them readable.
-  """
-  value_fn = lambda p: loss(p, batch)
-  train_loss, grads = jax.value_and_grad(value_fn)(params)
-  val_grads = jax.grad(loss)(params, val_batch)
-  updates, state = tx.update(
-      grads, state, params, value_fn=value_fn, val_grads=val_grads
-  )
-  metrics = {name: optax.tree.get(state, name) for name in SCALARS}
-  metrics["loss"] = train_loss
-  return optax.apply_updates(params, updates), state, metrics
 
 
 def layouts(mesh: jax.sharding.Mesh, params) -> dict:
@@ -394,8 +338,8 @@ def main(args) -> dict:
       np.array(jax.devices()), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
   )
   key = jax.random.key(0)
-  params0 = jax.tree.map(np.asarray, init_mlp(key))
-  train, val = make_data(jax.random.fold_in(key, 1), args.steps)
+  params0 = jax.tree.map(np.asarray, init_mlp(key, SIZES))
+  train, val = make_data(jax.random.fold_in(key, 1), args.steps, SIZES, BATCH)
   result = {"devices": n, "steps": args.steps, "cases": {}}
   for name, (inner, eta0, kappa) in LEARNERS.items():
     tx = mo.marthe(inner, learning_rate=eta0, hyper_lr_step=kappa)
