@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 import marthe_optax as mo
+from marthe_optax.experiments import models
 
 INNERS = {
     "sgd": optax.sgd,
@@ -45,24 +46,13 @@ class Model(NamedTuple):
 
 
 def mlp(sizes=(784, 500, 500, 500, 10)) -> Model:
-  """The paper's section-5 feed-forward net (ReLU hidden layers)."""
-
-  def init(key):
-    params = []
-    for m, n in zip(sizes[:-1], sizes[1:]):
-      key, k = jax.random.split(key)
-      params.append({"w": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m),
-                     "b": jnp.zeros(n)})
-    return params
-
-  def apply(params, x):
-    for i, layer in enumerate(params):
-      x = x @ layer["w"] + layer["b"]
-      if i < len(params) - 1:
-        x = jax.nn.relu(x)
-    return x
-
-  return Model("mlp-" + "-".join(map(str, sizes)), init, apply, (sizes[0],))
+  """The paper's section-5 feed-forward net (:mod:`.models`' ReLU MLP)."""
+  return Model(
+      "mlp-" + "-".join(map(str, sizes)),
+      lambda key: models.init_mlp(key, sizes[0], sizes[1:-1], sizes[-1]),
+      models.mlp_apply,
+      (sizes[0],),
+  )
 
 
 def small_cnn(channels=(16, 32), num_classes=10) -> Model:
