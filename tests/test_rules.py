@@ -1,4 +1,4 @@
-"""The adaptive rules of DESIGN.md section 2 on constructed cases."""
+"""The adaptive rules of MARTHE (mu, beta, the projections) on constructed cases."""
 
 import jax
 import jax.numpy as jnp

@@ -547,8 +547,7 @@ def train(
 ) -> Run:
   """One run (:func:`fit`), evaluated at the method's evaluation params.
 
-  Args:
-    method, model, arrays, config, inputs, hyper: as in :func:`fit`.
+  The arguments are those of :func:`fit`.
 
   Returns:
     A :class:`Run`.

@@ -8,7 +8,7 @@ them warm in the same process, interleaved, so that the ratios to the plain
 step are measured under the same machine load. Also reports compile time and
 the bytes of optimizer state.
 
-The analytical limit (issue 4): a plain step costs one gradient; HD with
+The analytical limit: a plain step costs one gradient; HD with
 ``E = L`` adds O(d); HD with a validation objective adds one gradient; RTHO and
 MARTHE replace the gradient by one forward-over-reverse ``jax.jvp`` of it
 (gradient and Hessian-vector product together) and add the validation
