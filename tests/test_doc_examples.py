@@ -8,6 +8,7 @@ the installed package and its own text.
 """
 
 import glob
+import importlib.util
 import os
 import re
 import subprocess
@@ -103,3 +104,22 @@ def test_runnable_block(path, index, code, tmp_path):
   if path.endswith("README.md") and index == 0:
     pytest.skip("the quick start: test_quick_start_output")
   run_block(code, tmp_path)
+
+
+def test_api_reference_rewrites_rest_markup():
+  pytest.importorskip("griffe")
+  spec = importlib.util.spec_from_file_location(
+      "griffe_rst_roles", os.path.join(ROOT, "docs", "griffe_rst_roles.py")
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  text = (
+      "See :func:`marthe`, :class:`~marthe_optax.MartheState` and ``x``; "
+      "Donini et al., `Scheduling the Learning Rate\n  via Hypergradients "
+      "<https://arxiv.org/abs/1910.08525>`_, 2019."
+  )
+  assert module.markdown(text) == (
+      "See `marthe`, `marthe_optax.MartheState` and ``x``; Donini et al., "
+      "[Scheduling the Learning Rate\n  via Hypergradients]"
+      "(https://arxiv.org/abs/1910.08525), 2019."
+  )
