@@ -50,8 +50,8 @@ def quick_start(readme: str) -> str:
 def nnx_step() -> None:
   """``nnx.Optimizer`` steps with MARTHE; the params and the rate move.
 
-  Four steps: the first hypergradient is zero (no history yet), and full
-  MARTHE's hyper-learning rate starts at 0, so the rate needs a few steps.
+  Four steps: the first hypergradient is zero (no history yet), so the rate
+  moves from the second step on.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -63,8 +63,7 @@ def nnx_step() -> None:
 
   model = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(
-      model, mo.marthe(optax.sgd, learning_rate=0.1, hyper_lr_step=1e-2),
-      wrt=nnx.Param,
+      model, mo.marthe(optax.sgd, learning_rate=0.1), wrt=nnx.Param,
   )
   x = jax.random.normal(jax.random.key(1), (8, 4))
   y = jnp.arange(8) % 2

@@ -65,6 +65,7 @@ def _make_step(tx):
         grads, state, params,
         value_fn=lambda p: _loss(p, x_train[i], y_train[i]),
         val_grads=jax.grad(_loss)(params, x_val[j], y_val[j]),
+        value=value,
     )
     return optax.apply_updates(params, updates), state
 
@@ -105,17 +106,20 @@ def _report(name, resumed, uninterrupted, lr_resumed, lr_uninterrupted):
 
 
 CASES = {
+    # The knob-free default, and the paper's rule (eq. 5, step size kappa).
     "marthe": lambda: mo.marthe(
-        functools.partial(optax.sgd, momentum=0.9), learning_rate=0.05,
-        hyper_lr_step=1e-3,
+        functools.partial(optax.sgd, momentum=0.9), learning_rate=0.05
     ),
-    "marthe (adam inner)": lambda: mo.marthe(
-        functools.partial(optax.adam, eps_root=1e-8), learning_rate=1e-2,
-        hyper_lr_step=1e-4,
+    "marthe (kappa, adam)": lambda: mo.marthe(
+        optax.adam, learning_rate=1e-2, hyper_lr_step=1e-4
+    ),
+    # The step counter drives the schedule: it must be restored too.
+    "marthe (schedule)": lambda: mo.marthe(
+        optax.sgd, learning_rate=0.1,
+        schedule=optax.warmup_cosine_decay_schedule(0.1, 1.0, 4, N + M),
     ),
     "marthe_multi": lambda: mo.marthe_multi(
-        optax.adamw, {"learning_rate": 1e-2, "weight_decay": 1e-3},
-        hyper_lr_step={"learning_rate": 1e-3, "weight_decay": 1e-1},
+        optax.adamw, {"learning_rate": 1e-2, "weight_decay": 1e-3}
     ),
 }
 
@@ -176,10 +180,7 @@ def test_nnx_optimizer_resumes_bit_for_bit(tmp_path):
       return self.l2(self.drop(jnp.tanh(self.l1(x)), deterministic=not train))
 
   def make_tx():
-    return mo.marthe(
-        functools.partial(optax.sgd, momentum=0.9), learning_rate=0.05,
-        hyper_lr_step=1e-3,
-    )
+    return mo.marthe(functools.partial(optax.sgd, momentum=0.9), learning_rate=0.05)
 
   def create():
     model = MLP(nnx.Rngs(params=0, dropout=1))

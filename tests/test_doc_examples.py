@@ -88,7 +88,7 @@ def test_quick_start_output(tmp_path):
   # another CPU may sum in another order).
   with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
     readme = f.read()
-  shown = re.search(r"```python\n.*?```\n\n```text\n(.*?)```", readme, re.DOTALL)
+  shown = re.search(r"```python\n.*?```\n.*?```text\n(.*?)```", readme, re.DOTALL)
   documented = re.findall(
       r"step +(\d+) +train loss ([\d.]+) +learning rate ([\d.]+)", shown.group(1)
   )
