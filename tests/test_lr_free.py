@@ -419,3 +419,43 @@ def test_tiny_preset_end_to_end(tmp_path):
       head = f.read(8)
     assert head == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(tmp_path / name) > 20_000
+
+
+def test_knob_free_study_tiny(tmp_path):
+  """benchmarks/knob_free_study.py --preset tiny: the sweep's JSON and table."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                      + " --xla_backend_optimization_level=0").strip()
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "benchmarks", "knob_free_study.py"),
+       "--preset", "tiny", "--out", str(tmp_path), "--no-progress"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(tmp_path / "knob_free_study.json") as f:
+    result = json.load(f)
+  task = result["tasks"]["digits-mlp"]
+  assert list(task["references"]) == ["sgd", "prodigy", "sgd_best"]
+  best = task["references"]["sgd_best"]
+  i = int(np.argmax(best["grid_val_mean"]))
+  assert best["selected"] == pytest.approx(best["grid"][i])
+  configs = task["configs"]
+  keys = [(c["mu"], c["first_order"], c["step_size"]) for c in configs]
+  assert keys == [(mu, fo, s) for mu in ("smoothed", 1.0)
+                  for fo in (True, False) for s in (0.01, 0.1)]
+  n_seeds = result["config"]["seeds"]
+  for c in configs:
+    assert len(c["test_accuracy"]) == len(c["val_accuracy"]) == n_seeds
+    assert 0 <= c["diverged"] <= n_seeds
+    assert len(c["safeguard_count"]) == n_seeds
+    assert all(isinstance(k, int) and k >= 0 for k in c["safeguard_count"])
+    np.testing.assert_allclose(c["test_mean"], np.mean(c["test_accuracy"]),
+                               rtol=1e-5)
+  # The traced step size reaches the update: the two step sizes of a
+  # configuration end at different learning rates.
+  for a, b in zip(configs[::2], configs[1::2]):
+    assert a["final_lr"] != b["final_lr"]
+  with open(tmp_path / "knob_free_study.md") as f:
+    table = f.read()
+  assert table.count("| digits-mlp | MARTHE knob-free (SGD) ") == len(configs)
+  with open(tmp_path / "knob_free_study.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
