@@ -95,6 +95,7 @@ def _stats(run: lr_free.Run, run_ratio: float) -> dict:
       nonfinite_loss=int(np.sum(~np.all(np.isfinite(run.train_loss), -1))),
       safeguard_count=counts(run.safeguard_count),
       nonfinite_count=counts(run.nonfinite_count),
+      repaired_count=counts(run.repaired_count),
       final_lr=final_lr,
       lr_mean=np.nanmean(np.asarray(run.learning_rate, np.float64), axis=0),
       run_ratio=run_ratio,

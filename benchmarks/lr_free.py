@@ -13,12 +13,13 @@ default candidates 1, 0.1, ..., 1e-9: divergence only, no validation grid);
 knob-free MARTHE (nothing set but eta_0; default, first-order and full
 tangent); constant SGD at the best rate of a half-decade grid in hindsight
 (chosen on validation accuracy); on the MNIST-1D CNN, Adam at 1e-3 and
-knob-free MARTHE over Adam; optax.contrib's prodigy, dadapt_adamw, dog, mechanize(sgd), schedule_free_sgd
-and SGD + reduce_on_plateau. Prints a table (mean ± std over seeds of the
-final validation and test accuracy, hyperparameters the user sets, wall time
-against constant SGD measured in this process, divergences, final learning
-rate), and writes lr_free.json, lr_free.png (accuracy against wall time) and
-lr_free_schedules.png under --out.
+knob-free MARTHE over Adam; optax.contrib's prodigy, dadapt_adamw, dog,
+mechanize(sgd), schedule_free_sgd and SGD + reduce_on_plateau. Prints a table
+(mean ± std over seeds of the final validation and test accuracy,
+hyperparameters the user sets, wall time against constant SGD measured in
+this process, divergences, knob-free MARTHE's safeguard events, final
+learning rate), and writes lr_free.json, lr_free.png (accuracy against wall
+time) and lr_free_schedules.png under --out.
 """
 
 import argparse
@@ -92,7 +93,8 @@ def run(preset: str, out: str, methods=None, tasks=None, seeds=None,
         "the task (compilation, every training run, the selection's runs for "
         "HD/RTHO/MARTHE and every grid run of the best constant) over the "
         "same for constant SGD; 'run x SGD': one training run's execution "
-        "over one SGD run's.")
+        "over one SGD run's; 'safeguards': divergence-safeguard events of "
+        "knob-free MARTHE, summed over seeds.")
   lr_free.plot_accuracy_vs_time(tasks_out, os.path.join(out, "lr_free.png"))
   lr_free.plot_schedules(tasks_out, os.path.join(out, "lr_free_schedules.png"))
   return result

@@ -329,8 +329,9 @@ BEST_CONSTANT_GRID = tuple(
     float(f"{v:.3g}") for v in 10.0 ** np.arange(-3.0, 1.01, 0.5))
 
 # Whether knob-free MARTHE at its default (``first_order=None``) forms a
-# Hessian-vector product, so that the benchmark must pass ``value_fn``.
-KNOB_FREE_NEEDS_VALUE_FN = True
+# Hessian-vector product, so that the benchmark must pass ``value_fn``: the
+# default tangent is first order, so it does not.
+KNOB_FREE_NEEDS_VALUE_FN = False
 
 # The Adam inner of the CNN rows: Optax's usual 1e-3 (eps_root = 0, the
 # default).
@@ -628,7 +629,10 @@ class Run(NamedTuple):
     safeguard_count: the ``'safeguard_count'`` of the final optimizer state
       (MARTHE's knob-free mode: divergence safeguard events); ``nan`` where
       the state has none.
-    nonfinite_count: the same for ``'nonfinite_count'``.
+    nonfinite_count: the same for ``'nonfinite_count'`` (steps whose
+      hypergradient was not finite).
+    repaired_count: the same for ``'repaired_count'`` (steps where NaN
+      tangent entries at a finite primal were set to their limit 0).
   """
 
   learning_rate: jax.Array
@@ -641,6 +645,7 @@ class Run(NamedTuple):
   diverged: jax.Array
   safeguard_count: jax.Array
   nonfinite_count: jax.Array
+  repaired_count: jax.Array
 
 
 def _count(state: Any, name: str) -> jax.Array:
@@ -685,6 +690,7 @@ def train(
       diverged=diverged,
       safeguard_count=_count(state, "safeguard_count"),
       nonfinite_count=_count(state, "nonfinite_count"),
+      repaired_count=_count(state, "repaired_count"),
   )
 
 
@@ -1086,6 +1092,7 @@ def summarize(result: MethodResult, sgd: Timing) -> dict:
       seeds=int(len(r.val_accuracy)),
       safeguard_count=_counts(r.safeguard_count),
       nonfinite_count=_counts(r.nonfinite_count),
+      repaired_count=_counts(r.repaired_count),
       time=dict(
           compile_s=t.compile_s, run_s=t.run_s, select_s=t.select_s,
           total_s=t.total_s, runs_per_seed=t.runs_per_seed,
@@ -1114,7 +1121,7 @@ def _counts(values: np.ndarray) -> Optional[list]:
 
 TABLE_HEADER = (
     "task", "method", "val acc %", "test acc %", "# set", "selected",
-    "time x SGD", "run x SGD", "diverged", "final lr",
+    "time x SGD", "run x SGD", "diverged", "safeguards", "final lr",
 )
 
 
@@ -1140,6 +1147,8 @@ def table_rows(tasks: dict) -> list[list[str]]:
           str(s["n_user_set"]), _selected_text(s),
           f"{s['time']['total_ratio']:.2f}", f"{s['time']['run_ratio']:.2f}",
           f"{s['diverged']}/{s['seeds']}",
+          "-" if s["safeguard_count"] is None else str(
+              sum(s["safeguard_count"])),
           "-" if final is None or not math.isfinite(final) else f"{final:.2e}",
       ])
   return rows
