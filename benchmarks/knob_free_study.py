@@ -168,7 +168,9 @@ def table_rows(tasks: dict) -> list:
     for name, s in t["references"].items():
       step = (f"lr={report.format_value(s['selected'])}" if "selected" in s
               else "-")
-      rows.append(_row(task, s["label"], step, "-", "-", s))
+      default = "default" if name == "marthe_kf" else "-"
+      rows.append(_row(task, s["label"], default if step == "-" else step,
+                       default, default, s))
     for s in t["configs"]:
       rows.append(_row(task, "MARTHE knob-free (SGD)", s["step_size"],
                        s["mu"], s["first_order"], s))
@@ -213,7 +215,8 @@ RANK_HEADER = ("step_size", "mu", "first_order", "val acc % (mean of tasks)",
 
 def plot(tasks: dict, path: str) -> None:
   """One panel per task: mean test accuracy against the step size, one line
-  per (mu, first_order); Prodigy and the best constant dashed."""
+  per (mu, first_order); the references (and, without the sweep, the
+  default) as dashed levels."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -224,6 +227,20 @@ def plot(tasks: dict, path: str) -> None:
   cmap = plt.get_cmap("tab10")
   for ax, name in zip(axes[0], names):
     t = tasks[name]
+    if not t["configs"]:  # no sweep: the references and the default, as bars
+      refs = list(t["references"].values())
+      acc = [100 * np.asarray(s["test_accuracy"], np.float64) for s in refs]
+      ax.bar(range(len(refs)), [a.mean() for a in acc],
+             yerr=[a.std() for a in acc], capsize=3,
+             color=[plt.get_cmap("Set1")(j % 9) for j in range(len(refs))])
+      ax.set_xticks(range(len(refs)), [s["label"] for s in refs],
+                    rotation=20, ha="right", fontsize=8)
+      low = min(a.mean() - a.std() for a in acc)
+      ax.set_ylim(max(0.0, low - 5), 100)
+      ax.set_ylabel("test accuracy % (mean ± std over seeds)")
+      ax.set_title(name, fontsize=10)
+      ax.grid(alpha=0.3, axis="y")
+      continue
     lines = {}
     for s in t["configs"]:
       lines.setdefault((str(s["mu"]), s["first_order"]), []).append(s)
@@ -235,15 +252,19 @@ def plot(tasks: dict, path: str) -> None:
       ax.errorbar(x, y, yerr=e, marker="o" if fo else "s", capsize=3,
                   color=cmap(colors.index(mu) % 10), ls="-" if fo else ":",
                   label=f"mu={mu}, {'first-order' if fo else 'full'}")
-    for j, (ref, s) in enumerate(t["references"].items()):
-      ax.axhline(100 * s["test_mean"], color="k", alpha=0.3 + 0.3 * j,
-                 ls="--", lw=1, label=s["label"])
+    refs = list(t["references"].values())
+    for j, s in enumerate(refs):
+      ax.axhline(100 * s["test_mean"], color=plt.get_cmap("Set1")(j % 9),
+                 alpha=0.7, ls="--", lw=1.2,
+                 label=f"{s['label']} ({100 * s['test_mean']:.1f})")
     ax.set_xscale("log")
     ax.set_xlabel("step_size (log-units of the learning rate per step)")
     ax.set_ylabel("test accuracy % (mean ± std over seeds)")
     ax.set_title(name, fontsize=10)
     ax.grid(alpha=0.3, which="both")
-  axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+  if any(tasks[n]["configs"] for n in names):
+    axes[0][-1].legend(fontsize=7, loc="center left",
+                       bbox_to_anchor=(1.02, 0.5))
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
