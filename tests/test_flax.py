@@ -280,7 +280,7 @@ def test_nnx_optimizer_state_accessors():
 
 def test_nnx_hd_needs_no_value_fn():
   model, _, _, _ = nnx_setup()
-  optimizer = nnx.Optimizer(model, mo.hd(optax.sgd, 0.05, 1e-3), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, mo.hd(optax.sgd, 0.05, hyper_lr=1e-3), wrt=nnx.Param)
   x, y, _, _ = make_data()[0]
   for _ in range(2):
     grads = nnx.grad(nnx_train_loss)(model, x, y)

@@ -54,7 +54,7 @@ def test_worked_start_of_design_md():
   """DESIGN.md section 2, 'worked start', through the transformation."""
   problem = P.make_problem(seed=2)
   kappa = 1e4
-  tx = mo.marthe(optax.sgd, 0.1, kappa)
+  tx = mo.marthe(optax.sgd, 0.1, hyper_lr_step=kappa)
   params, state = problem.params, tx.init(problem.params)
   history = []
   for t in range(4):

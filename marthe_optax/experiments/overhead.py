@@ -107,24 +107,24 @@ def make_transformation(method: str, inner_name: str) -> optax.GradientTransform
   """
   inner, lr = INNERS[inner_name], LEARNING_RATES[inner_name]
   if method == "marthe_k1":
-    return mo.marthe_multi(inner, {"learning_rate": lr}, 1e-8)
+    return mo.marthe_multi(inner, {"learning_rate": lr}, hyper_lr_step=1e-8)
   if method == "marthe_k2":
     with_decay = lambda learning_rate, weight_decay: optax.chain(
         optax.add_decayed_weights(weight_decay), inner(learning_rate))
     return mo.marthe_multi(
-        with_decay, {"learning_rate": lr, "weight_decay": 1e-4}, 1e-8)
+        with_decay, {"learning_rate": lr, "weight_decay": 1e-4}, hyper_lr_step=1e-8)
   if method == "marthe_k4":
     return mo.marthe_multi(
         _per_layer(inner),
-        {"learning_rate": {f"layer{i}": lr for i in range(4)}}, 1e-8)
+        {"learning_rate": {f"layer{i}": lr for i in range(4)}}, hyper_lr_step=1e-8)
   if method == "plain":
     return inner(lr)
   if method in ("hd", "hd_val"):
-    return mo.hd(inner, lr, 1e-6)
+    return mo.hd(inner, lr, hyper_lr=1e-6)
   if method == "rtho":
-    return mo.rtho(inner, lr, 1e-8)
+    return mo.rtho(inner, lr, hyper_lr=1e-8)
   if method == "marthe":
-    return mo.marthe(inner, lr, 1e-8)
+    return mo.marthe(inner, lr, hyper_lr_step=1e-8)
   raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
