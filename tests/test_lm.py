@@ -186,6 +186,15 @@ def test_tiny_benchmark_end_to_end(tmp_path):
   assert by_name["cosine"]["hyper"][0] in CONFIG.peaks
   for name in ("hd", "marthe"):
     assert by_name[name]["settings"] == 11  # 10 candidates, then the run
+    assert len(by_name[name]["candidate_diverged"][0]) == 10
+  for name in ("marthe_kf", "marthe_kf_cosine", "marthe_layers"):
+    assert by_name[name]["settings"] == 1 and by_name[name]["tune"] is None
+  groups = by_name["marthe_layers"]["learning_rate"]["groups"]
+  assert np.asarray(groups).shape == (CONFIG.steps, CONFIG.layers + 2)
+  # The knob-free rate moves; the schedule's shape starts at 0 (warm-up).
+  kf = np.asarray(by_name["marthe_kf"]["learning_rate"]["mean"])
+  assert kf[0] == pytest.approx(CONFIG.learning_rate) and kf[-1] != kf[0]
+  assert by_name["marthe_kf_cosine"]["learning_rate"]["mean"][0] == 0.0
   for s in saved["methods"]:
     assert s["seeds"] == CONFIG.seeds and s["time"]["total_ratio"] > 0
     assert len(s["curve"]["val_bits_mean"]) == CONFIG.steps // CONFIG.eval_every + 1

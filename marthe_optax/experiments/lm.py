@@ -186,13 +186,13 @@ class Config(NamedTuple):
   tie: bool = True
   batch: int = 16
   val_batch: int = 16
-  steps: int = 500
+  steps: int = 400
   learning_rate: float = 1e-3
-  warmup: int = 50
+  warmup: int = 40
   peaks: tuple = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-  eval_every: int = 50
+  eval_every: int = 40
   curve_windows: int = 64
-  select_steps: int = 125
+  select_steps: int = 100
   seeds: int = 3
 
 
@@ -206,7 +206,8 @@ PRESETS = {
     # For an accelerator: 6 layers of width 256, context 256, 5000 steps.
     "gpu": Config(layers=6, width=256, heads=8, context=256, dropout=0.1,
                   batch=64, val_batch=64, steps=5000, warmup=250,
-                  eval_every=250, curve_windows=512, select_steps=1000),
+                  peaks=(3e-4, 1e-3, 3e-3, 1e-2, 3e-2), eval_every=250,
+                  curve_windows=512, select_steps=1000),
 }
 
 
@@ -273,6 +274,11 @@ def group_of(path: tuple) -> str:
   if keys[0] == "blocks":
     return f"block{int(keys[1])}"
   return "head"
+
+
+def groups(config: Config) -> list[str]:
+  """The parameter groups of the model: ``'embed'``, ``'block0'``, ..., ``'head'``."""
+  return ["embed"] + [f"block{i}" for i in range(config.layers)] + ["head"]
 
 
 def group_labels(params: Any) -> Any:

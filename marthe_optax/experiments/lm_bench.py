@@ -21,7 +21,12 @@ step's fresh validation window batch. The methods (:data:`METHODS`):
   ``1, 0.1, ..., 1e-9`` (largest candidate whose training loss over a prefix
   of ``Config.select_steps`` steps stays finite and below twice its first
   value), then trained over the whole horizon; the prefix runs count in the
-  cost.
+  cost;
+* MARTHE's knob-free mode at the package defaults, fed ``value=`` the
+  training loss (for its safeguard): over AdamW from ``eta_0``; on top of
+  the warm-up + cosine shape (``schedule=``, unit peak: MARTHE adapts the
+  scale, from ``eta_0``); and with one learning rate per layer
+  (``marthe_multi`` over ``per_group(adamw, group_labels)``).
 
 Each method reports its final validation and test loss in bits per
 character, the values its user sets, the runs it needed, its cost against
@@ -132,6 +137,26 @@ METHODS = {m.name: m for m in (
                                   hyper_lr_step=h),
            _state_lr, feed="objective", user_set=("learning_rate",), tune="kappa",
            notes="eq. 5, adaptive mu and beta; kappa from select_hyper_lr_step"),
+    Method("marthe_kf", "MARTHE knob-free (AdamW)", "hypergradient",
+           lambda c, h: mo.marthe(optax.adamw, learning_rate=c.learning_rate),
+           _state_lr, feed="objective+value", user_set=("learning_rate",),
+           notes="package defaults; value = training loss for the safeguard"),
+    Method("marthe_kf_cosine", "MARTHE knob-free on warm-up + cosine", "hypergradient",
+           lambda c, h: mo.marthe(optax.adamw, learning_rate=c.learning_rate,
+                                  schedule=warmup_cosine(c)),
+           lambda s, t, c, h: _get(s, "learning_rate") * warmup_cosine(c)(t),
+           feed="objective+value",
+           user_set=("learning_rate", "warmup_steps", "decay_steps", "end_value"),
+           notes="the unit-peak shape; MARTHE adapts its scale from eta_0"),
+    Method("marthe_layers", "MARTHE knob-free, per-layer rates", "hypergradient",
+           lambda c, h: mo.marthe_multi(
+               mo.per_group(optax.adamw, lm.group_labels),
+               {"learning_rate": {g: c.learning_rate for g in lm.groups(c)}}),
+           lambda s, t, c, h: jnp.stack([
+               jnp.asarray(v, jnp.float32)
+               for v in jax.tree.leaves(optax.tree.get(s, "hyperparams"))]),
+           feed="objective+value", user_set=("learning_rate", "groups"),
+           notes="marthe_multi(per_group(adamw)): embeddings, each block, final norm"),
 )}
 
 
@@ -145,7 +170,7 @@ class Run(NamedTuple):
   trace: lm.Trace
   val_loss: jax.Array  # final, nats, every non-overlapping validation window
   test_loss: jax.Array  # final, nats, every non-overlapping test window
-  nonfinite: jax.Array  # MARTHE's nonfinite_count (0 for the others)
+  counters: dict  # MARTHE's nonfinite / safeguard / repaired counts (0 elsewhere)
 
 
 def _train(method: Method, gdef, data, config, inputs, hyper, steps=None):
@@ -161,9 +186,9 @@ def run_one(method: Method, gdef, data: lm.Data, config: Config,
   """A whole run of ``method`` and its final evaluation."""
   params, state, trace = _train(method, gdef, data, config, inputs, hyper)
   ev = lambda block, starts: lm.block_loss(gdef, params, inputs.rest, block, starts, config.context)
-  nonfinite = optax.tree.get(state, "nonfinite_count", jnp.zeros([], jnp.int32))
-  return Run(trace, ev(data.val, data.val_starts), ev(data.test, data.test_starts),
-             jnp.asarray(nonfinite, jnp.int32))
+  counters = {name: jnp.asarray(optax.tree.get(state, name + "_count", 0), jnp.int32)
+              for name in ("nonfinite", "safeguard", "repaired")}
+  return Run(trace, ev(data.val, data.val_starts), ev(data.test, data.test_starts), counters)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "config", "vocab"))
@@ -339,7 +364,7 @@ def summarize(result: Result, reference: Timing, config: Config) -> dict:
       candidate_diverged=result.diverged,
       val_bits=stat(bits(r.val_loss)), test_bits=stat(bits(r.test_loss)),
       diverged=int(np.sum(~np.isfinite(r.val_loss) | (r.val_loss > r.trace.curve[:, 0]))),
-      nonfinite_count=r.nonfinite,
+      counters={k: v for k, v in r.counters.items()},
       seeds=int(len(r.val_loss)),
       time=dict(**t._asdict(), total_s=t.total_s,
                 run_ratio=(t.run_s / t.runs) / t.reference_s,
@@ -355,7 +380,7 @@ def summarize(result: Result, reference: Timing, config: Config) -> dict:
 
 
 TABLE_HEADER = ("method", "val bits/char", "test bits/char", "# set", "# runs",
-                "chosen", "time x AdamW", "run x AdamW", "final lr")
+                "chosen", "time x AdamW", "run x AdamW", "diverged", "final lr")
 
 
 def _chosen(s: dict) -> str:
@@ -375,7 +400,7 @@ def table_rows(methods: Sequence[dict]) -> list[list[str]]:
         s["label"], report.mean_std(s["val_bits"]["per_seed"], 1.0, 3),
         report.mean_std(s["test_bits"]["per_seed"], 1.0, 3), str(s["n_user_set"]),
         str(s["settings"]), _chosen(s), f"{s['time']['total_ratio']:.2f}",
-        f"{s['time']['run_ratio']:.2f}",
+        f"{s['time']['run_ratio']:.2f}", f"{s['diverged']}/{s['seeds']}",
         "-" if final is None or not math.isfinite(final) else f"{final:.2e}"])
   return rows
 
