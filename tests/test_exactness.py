@@ -1,4 +1,4 @@
-"""The reported hypergradient is exactly what the paper defines (DESIGN.md 4).
+"""The reported hypergradient is exactly what the paper defines (docs/algorithm.md).
 
 With beta frozen (kappa = 0, beta = 0) eta stays eta_0 and, for a fixed mu,
 ``Delta eta_t = sum_i mu**(t-1-i) dE(w_t)/d eta_i``: the directional derivative

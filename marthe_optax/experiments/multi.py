@@ -1,5 +1,5 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""Several hyperparameters on the section-5 digits task (issue 7's row).
+"""Several hyperparameters on the section-5 digits task (the several-hyperparameters row).
 
 The same protocol as :mod:`~marthe_optax.experiments.schedules` (splits, MLP,
 SGD with minibatches of 100, ``T`` steps from ``eta_0``, ``E`` = validation
