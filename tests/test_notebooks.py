@@ -116,3 +116,21 @@ def test_figure2_notebook_runs(tmp_path, monkeypatch):
   assert images == 1  # tiny preset: digits only
   out = tmp_path / "results" / "notebook_figure2"
   assert (out / "results.json").exists() and (out / "table.md").exists()
+
+
+def test_lm_notebook_is_colab_ready():
+  nb = nbformat.read(os.path.join(NOTEBOOKS, "lm.ipynb"), as_version=4)
+  install = nb.cells[1].source  # the first code cell
+  assert "%pip install" in install and "find_spec" in install
+  assert "marthe-optax[flax]" in install and "MARTHE_OPTAX_SOURCE" in install
+  code = [c for c in nb.cells if c.cell_type == "code"]
+  assert all(c.execution_count for c in code)
+  assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs)
+
+
+def test_lm_notebook_runs(tmp_path, monkeypatch):
+  monkeypatch.delenv("MARTHE_OPTAX_SOURCE", raising=False)  # optional: no error when unset
+  text, images = _execute("lm.ipynb", tmp_path, monkeypatch)
+  assert "MARTHE knob-free (AdamW)" in text and "largest logit change at positions 0-8: 0.0" in text
+  assert images == 2
+  assert (tmp_path / "lm.png").exists() and (tmp_path / "lm_lr.png").exists()

@@ -10,6 +10,10 @@
   HD, RTHO and MARTHE; figure 2).
 * :mod:`~marthe_optax.experiments.test_functions`: section 3 (Beale and
   Bukin; figure 1).
+* :mod:`~marthe_optax.experiments.lm`, :mod:`~marthe_optax.experiments.lm_bench`:
+  a character-level transformer language model in Flax NNX on
+  ``pydoc_data.topics`` (shipped with Python), and learning-rate methods over
+  AdamW on it (needs the ``flax`` extra).
 * :mod:`~marthe_optax.experiments.report`: JSON and tables.
 
 Submodules are imported on use, so ``import marthe_optax.experiments`` stays
