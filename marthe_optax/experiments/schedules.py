@@ -816,9 +816,19 @@ def _row(dataset: str, name: str, value: str, runs: train_lib.RunResult) -> list
       dataset, name, value,
       report.mean_std(runs.val_accuracy),
       report.mean_std(runs.test_accuracy),
-      report.mean_std(runs.val_loss, scale=1.0, digits=3),
+      _loss(runs.val_loss),
       f"{int(np.sum(runs.diverged))}/{np.size(runs.diverged)}",
   ]
+
+
+def _loss(values: np.ndarray) -> str:
+  """``'mean ± std'`` of losses; ``'nan'`` or ``'> 1e3'`` when diverged."""
+  values = np.asarray(values, np.float64)
+  if not np.all(np.isfinite(values)):
+    return "nan"
+  if values.mean() > 1e3:
+    return "> 1e3"
+  return report.mean_std(values, scale=1.0, digits=3)
 
 
 TRACKING_FLOOR = 1e-8
