@@ -86,12 +86,15 @@ class MartheState(NamedTuple):
   """State of the transformations returned by :func:`marthe`, :func:`hd` and :func:`rtho`.
 
   After the update at step ``t`` (``count == t + 1``) the scalar fields hold
-  the values used at step ``t``. Read them with ``optax.tree.get(state, name)``.
+  the values used at step ``t``. Read them with ``optax.tree.get(state, name)``
+  or, for logging, with :func:`marthe_optax.hyperparam_log`.
 
   Attributes:
     count: number of updates applied so far (int32).
-    learning_rate: ``eta_t``, the learning rate of the last step.
-    hyper_lr: ``beta_t``, the hyper-learning rate.
+    learning_rate: ``eta_t``, the learning rate of the last step (with a
+      ``schedule``, its scale: the step used ``eta_t * schedule(t)``).
+    hyper_lr: ``beta_t``, the hyper-learning rate (the eq. 5 rule; constant
+      in the knob-free mode, which has none).
     mu: ``mu_t``, the discount of the tangent system, in [0, 1].
     c: ``c_t``, appendix A's multiplicative counter (effective horizon).
     hypergradient: ``Delta eta_t = <Z_t, grad E(w_t)>``.
@@ -102,6 +105,19 @@ class MartheState(NamedTuple):
       parts). Empty for HD (``mu`` fixed at 0), where ``Z_{t+1}.w = b_t``.
     b: ``b_t = d w_{t+1} / d eta_t``, sealed, shaped like the params.
     inner_state: the inner optimizer's state, sealed.
+    agreement: the smoothed agreement ``q_bar_t`` (smoothed horizon).
+    hyper_m: the knob-free step's first moment of ``d E / d log(eta)``.
+    hyper_v: its second moment.
+    hyper_steps: steps since these moments were last reset.
+    loss_ema: the safeguard's smoothed training loss (from ``value``).
+    loss_min: its running minimum since the last cut (the largest finite
+      number before the first ``value``).
+    safeguard_count: number of steps at which the knob-free safeguard cut
+      the learning rate back (a blow-up of the training loss, or a non-finite
+      hypergradient).
+    repaired_count: number of steps at which some tangent entries were NaN
+      at a finite primal (``0 * inf``, e.g. Adam at a zero second moment)
+      and were set to 0.
   """
 
   count: jax.Array
@@ -114,6 +130,14 @@ class MartheState(NamedTuple):
   tangent: Sealed
   b: Sealed
   inner_state: Sealed
+  agreement: jax.Array
+  hyper_m: jax.Array
+  hyper_v: jax.Array
+  hyper_steps: jax.Array
+  loss_ema: jax.Array
+  loss_min: jax.Array
+  safeguard_count: jax.Array
+  repaired_count: jax.Array
 
 
 def _concrete(x: Any) -> Optional[np.ndarray]:
@@ -209,12 +233,14 @@ def _check_knobs(hyper_lr: Any, hyper_lr_step: Any, mu: Any, where: str = "") ->
       f"hyper_lr{where}", hyper_lr, 0.0, np.inf,
       "Pass the initial hyper-learning rate beta_0 >= 0 (the paper uses 0).",
   )
+  if hyper_lr_step is None:
+    return
   _check_scalar(
       f"hyper_lr_step{where}", hyper_lr_step, 0.0, np.inf,
       "Pass kappa >= 0; choose it with marthe_optax.select_hyper_lr_step, or "
       "pass 0 for a fixed hyper-learning rate.",
   )
-  if mu is not None:
+  if mu is not None and not isinstance(mu, str):
     _check_scalar(
         "mu", mu, 0.0, 1.0,
         "Pass mu in [0, 1] (0 is HD, 1 is RTHO), or mu=None to adapt it.",
@@ -223,7 +249,7 @@ def _check_knobs(hyper_lr: Any, hyper_lr_step: Any, mu: Any, where: str = "") ->
 
 def _is_hessian_free(mu: Any) -> bool:
   """Whether ``mu`` is identically 0 (HD): then no Hessian is ever needed."""
-  value = None if mu is None else _concrete(mu)
+  value = None if mu is None or isinstance(mu, str) else _concrete(mu)
   return value is not None and float(value) == 0.0
 
 
@@ -232,7 +258,7 @@ def _objective_grads(
     params: Optional[optax.Params],
     value_fn: Any,
     val_grads: Optional[optax.Updates],
-    hessian_free: bool,
+    needs_hessian: bool,
 ) -> optax.Updates:
   """Checks the update's arguments; returns ``grad E(w_t)``."""
   if params is None:
@@ -240,12 +266,12 @@ def _objective_grads(
         "marthe needs the current params: call "
         "tx.update(grads, state, params, value_fn=..., val_grads=...)."
     )
-  if not hessian_free and value_fn is None:
+  if needs_hessian and value_fn is None:
     raise ValueError(
-        "This transformation (mu != 0) needs the training-loss closure for "
-        "its Hessian-vector product: call tx.update(grads, state, params, "
-        "value_fn=lambda p: loss(p, batch)). Only HD (mu = 0, "
-        "marthe_optax.hd) works without it."
+        "This transformation (mu != 0, full tangent) needs the training-loss "
+        "closure for its Hessian-vector product: call tx.update(grads, state, "
+        "params, value_fn=lambda p: loss(p, batch)). HD (mu = 0) and the "
+        "first-order tangent (first_order=True) work without it."
     )
   _check_like("updates", updates, params)
   if val_grads is None:
@@ -258,15 +284,105 @@ class _Hyper(NamedTuple):
   """The per-hyperparameter scalars of one step, each a vector ``[K]``."""
 
   value: jax.Array  # theta (the learning rate, ...)
-  hyper_lr: jax.Array  # beta
+  hyper_lr: jax.Array  # beta (eq. 5 rule)
   mu: jax.Array
   c: jax.Array
   hypergradient: jax.Array  # Delta theta
+  agreement: jax.Array  # the smoothed q~ (smoothed horizon)
+  hyper_m: jax.Array  # first moment of d E / d phi (scale-free rule)
+  hyper_v: jax.Array  # second moment
+  hyper_steps: jax.Array  # steps since the moments were last reset
+
+
+class _Monitor(NamedTuple):
+  """The divergence safeguard's view of the training loss (scalars)."""
+
+  loss_ema: jax.Array  # smoothed training loss
+  loss_min: jax.Array  # its running minimum since the last cut
+
+
+# The knob-free mode's defaults (chosen on the learning-rate-free benchmark
+# tasks, see docs/knob_free.md; the same for every task).
+DEFAULT_STEP_SIZE = 0.03
+DEFAULT_HORIZON = "smoothed"
+DEFAULT_FIRST_ORDER = True
+# Internal constants of the scale-free rule and the safeguard.
+MOMENT_DECAYS = (0.9, 0.999)
+AGREEMENT_DECAY = 0.9
+LOSS_DECAY = 0.9
+LOSS_GROWTH = 2.0
+CUT = 0.5
+HORIZONS = ("adaptive", "smoothed")
+
+
+class _Config(NamedTuple):
+  """The static configuration of one MARTHE step (every method, every K).
+
+  Attributes:
+    scale_free: the knob-free mode's normalised log-step (else eq. 5).
+    horizon: ``'adaptive'`` (appendix A), ``'smoothed'`` or ``'fixed'``.
+    mu: the fixed discount (``horizon == 'fixed'``).
+    hessian_free: ``mu`` is identically 0 (HD): no tangent beyond ``b``.
+    first_order: drop the Hessian-vector product (``H_t = 0``).
+    kappa: eq. 5's step sizes of ``beta``, ``[K]``.
+    step_size: the scale-free step in log-units per step, ``[K]``.
+    low: lower bounds of the hyperparameters, ``[K]``.
+    high: upper bounds, ``[K]``.
+    cut: which hyperparameters the safeguard cuts back (learning rates),
+      ``[K]`` booleans.
+  """
+
+  scale_free: bool
+  horizon: str
+  mu: Any
+  hessian_free: bool
+  first_order: bool
+  kappa: Any
+  step_size: Any
+  low: Any
+  high: Any
+  cut: Any
+
+
+def _mode(
+    hyper_lr_step: Any, mu: Any, first_order: Optional[bool], step_size: Any
+) -> tuple[bool, str, Any, bool, Any]:
+  """``(scale_free, horizon, fixed mu, first_order, step_size)`` of the knobs."""
+  scale_free = hyper_lr_step is None
+  if not scale_free and step_size is not None:
+    raise ValueError(
+        "step_size is the knob-free mode's step; it cannot be combined with "
+        "hyper_lr_step (the paper's eq. 5 rule). Pass one of the two."
+    )
+  if mu is None:
+    mu = DEFAULT_HORIZON if scale_free else "adaptive"
+  if isinstance(mu, str):
+    if mu not in HORIZONS:
+      raise ValueError(
+          f"mu must be a number in [0, 1], one of {HORIZONS} or None; got "
+          f"{mu!r}."
+      )
+    horizon, fixed = mu, None
+  else:
+    horizon, fixed = "fixed", mu
+  if first_order is None:
+    first_order = DEFAULT_FIRST_ORDER if scale_free else False
+  if step_size is None:
+    step_size = DEFAULT_STEP_SIZE
+  if np.ndim(step_size) == 0:
+    _check_scalar(
+        "step_size", step_size, 0.0, np.inf,
+        "Pass the knob-free step in log-units of the hyperparameter per step "
+        f"(default {DEFAULT_STEP_SIZE}).",
+    )
+  return scale_free, horizon, fixed, bool(first_order), step_size
 
 
 def _step(
+    config: _Config,
     inner_update: Callable[..., Any],
     hyper: _Hyper,
+    monitor: _Monitor,
     tangent: _tangent.Tangent,
     b: optax.Params,
     inner_state: optax.OptState,
@@ -274,71 +390,117 @@ def _step(
     params: optax.Params,
     value_fn: Any,
     val_grads: optax.Updates,
-    kappa: jax.Array,
-    mu: Optional[Any],
-    hessian_free: bool,
-    low: jax.Array,
-    high: jax.Array,
-) -> tuple[_Hyper, jax.Array, _tangent.StepAndTangent]:
-  """DESIGN.md section 2, steps 1-6, for ``K`` hyperparameters at once.
+    value: Optional[jax.Array],
+) -> tuple[_Hyper, _Monitor, jax.Array, jax.Array, _tangent.StepAndTangent]:
+  """One step of the online method, for ``K`` hyperparameters at once.
+
+  The order of ``docs/algorithm.md``: the hypergradient and the one-step
+  hypergradient, the horizon ``mu``, the hyperparameter step (eq. 5 with its
+  adaptive ``beta``, or the scale-free step), the guards, then the inner step
+  at the new hyperparameters and the tangent system.
 
   Args:
+    config: the static configuration.
     inner_update: ``(grads, inner_state, params, theta) -> (updates, state)``.
-    hyper: the previous step's scalars (``theta_{t-1}``, ``beta_{t-1}``,
-      ``mu_{t-1}``, ``c_{t-1}``, ``Delta theta_{t-1}``), vectors ``[K]``.
+    hyper: the previous step's scalars, vectors ``[K]``.
+    monitor: the safeguard's smoothed training loss and its minimum.
     tangent: ``Z_t``, leaves with a leading axis ``K`` (empty for HD).
     b: ``b_{t-1}``, leaves with a leading axis ``K``.
     inner_state: ``s_t``.
     updates: ``grad L_t(w_t)``.
     params: ``w_t``.
-    value_fn: the training loss closure (unused for HD).
+    value_fn: the training loss closure (unused for HD and first order).
     val_grads: ``grad E(w_t)``.
-    kappa: the hyper-learning rates' step sizes, ``[K]``.
-    mu: ``None`` for appendix A's adaptive mu, else the fixed value.
-    hessian_free: ``mu`` is identically 0.
-    low: lower bounds of the hyperparameters, ``[K]``.
-    high: upper bounds, ``[K]``.
+    value: the training loss ``L_t(w_t)``, or ``None``.
 
   Returns:
-    The new scalars, the per-hyperparameter finiteness mask ``[K]`` and the
-    differentiated inner step.
+    The new scalars and monitor, the per-hyperparameter finiteness mask
+    ``[K]``, whether the safeguard cut the hyperparameters back (a boolean
+    scalar) and the differentiated inner step.
   """
   dtype = hyper.value.dtype
-  # Steps 1-2: hypergradient and one-step hypergradient.
+  low, high = config.low, config.high
+  # The hypergradient and the one-step hypergradient.
   g1 = _vdots(b, val_grads, dtype)
   # With mu identically 0, Z_t.w = b_{t-1}: the hypergradient is g1.
-  h = g1 if hessian_free else _vdots(tangent.params, val_grads, dtype)
-  # Step 3: mu (appendix A) and the counter c.
-  mu_t = (
-      _rules.adaptive_mu(h, g1, hyper.c)
-      if mu is None
-      else jnp.broadcast_to(jnp.asarray(mu, dtype), h.shape)
-  )
+  h = g1 if config.hessian_free else _vdots(tangent.params, val_grads, dtype)
+  # The horizon mu and appendix A's counter c.
+  agreement = hyper.agreement
+  if config.horizon == "adaptive":
+    mu_t = _rules.adaptive_mu(h, g1, hyper.c)
+  elif config.horizon == "smoothed":
+    agreement = _rules.smoothed_agreement(agreement, h, g1, AGREEMENT_DECAY)
+    mu_t = agreement ** (1 / (hyper.c + 1))
+  else:
+    mu_t = jnp.broadcast_to(jnp.asarray(config.mu, dtype), h.shape)
   c_t = _rules.next_counter(hyper.mu, hyper.c)
-  # Step 4: hyper-learning rate.
-  beta_t = _rules.next_hyper_lr(hyper.hyper_lr, kappa, h, hyper.hypergradient)
-  # Step 5: the hyperparameter itself, projected on its interval.
-  theta_t = _rules.next_hyperparam(hyper.value, beta_t, h, low, high)
+  m, v, n = hyper.hyper_m, hyper.hyper_v, hyper.hyper_steps
+  if config.scale_free:
+    # Normalised descent of phi = log(theta) (or logit) along d E / d phi.
+    g = h * _rules.unconstrained_scale(hyper.value, low, high)
+    m, v, n, direction = _rules.normalized_step(m, v, n, g, *MOMENT_DECAYS)
+    theta_t = jnp.clip(
+        _rules.shift(hyper.value, -config.step_size * direction, low, high),
+        low, high,
+    )
+    beta_t = hyper.hyper_lr
+  else:
+    # Eq. 5 and the adaptive hyper-learning rate.
+    beta_t = _rules.next_hyper_lr(
+        hyper.hyper_lr, config.kappa, h, hyper.hypergradient
+    )
+    theta_t = _rules.next_hyperparam(hyper.value, beta_t, h, low, high)
   # Guard: a non-finite hypergradient, or an update of beta or theta that
   # overflows, changes no hyperparameter and resets its tangent.
   finite = (
       jnp.isfinite(h) & jnp.isfinite(g1)
       & jnp.isfinite(beta_t) & jnp.isfinite(theta_t)
   )
-  new = jax.tree.map(
-      lambda n, o: jnp.where(finite, n, o),
-      _Hyper(theta_t, beta_t, mu_t, c_t, h),
-      hyper._replace(hypergradient=jnp.zeros_like(h)),
-  )
-  if not hessian_free:
+  new = _Hyper(theta_t, beta_t, mu_t, c_t, h, agreement, m, v, n)
+  kept = hyper._replace(hypergradient=jnp.zeros_like(h))
+  cut = jnp.zeros([], bool)
+  if config.scale_free:
+    # The safeguard: a blow-up of the training loss, or a non-finite
+    # hypergradient, cuts the learning rates back and resets the moments.
+    if value is not None:
+      value = jnp.asarray(value, dtype)
+      ema = jnp.where(
+          monitor.loss_min < jnp.finfo(dtype).max,
+          LOSS_DECAY * monitor.loss_ema + (1 - LOSS_DECAY) * value,
+          value,
+      )
+      cut = _rules.loss_blew_up(ema, monitor.loss_min, LOSS_GROWTH)
+      # After a cut the minimum restarts from the current level, so that the
+      # next cut needs another blow-up; a non-finite loss changes nothing.
+      monitor = jax.tree.map(
+          lambda n_, o: jnp.where(jnp.isfinite(value), n_, o),
+          _Monitor(ema, jnp.where(cut, ema, jnp.minimum(monitor.loss_min, ema))),
+          monitor,
+      )
+    cut = cut | ~jnp.all(finite)
+    reduced = jnp.where(
+        config.cut,
+        jnp.clip(low + CUT * (hyper.value - low), low, high),
+        hyper.value,
+    )
+    zeros = jnp.zeros_like(h)
+    kept = kept._replace(
+        value=jnp.where(cut, reduced, hyper.value),
+        hyper_m=zeros, hyper_v=zeros, hyper_steps=zeros,
+    )
+    keep = ~finite | cut
+  else:
+    keep = ~finite
+  new = jax.tree.map(lambda n_, o: jnp.where(keep, o, n_), new, kept)
+  if not config.hessian_free:
     tangent = jax.tree.map(
         lambda z: jnp.where(
-            finite.reshape(finite.shape + (1,) * (z.ndim - 1)), z,
-            jnp.zeros_like(z),
+            keep.reshape(keep.shape + (1,) * (z.ndim - 1)), jnp.zeros_like(z),
+            z,
         ),
         tangent,
     )
-  # Step 6: the inner step at theta_t and the tangent system.
+  # The inner step at theta_t and the tangent system.
   step = _tangent.step_and_tangent(
       inner_update,
       new.value,
@@ -346,10 +508,11 @@ def _step(
       inner_state,
       params,
       tangent,
-      None if hessian_free else new.mu,
+      None if config.hessian_free else new.mu,
       value_fn,
+      first_order=config.first_order,
   )
-  return new, finite, step
+  return new, monitor, finite, cut, step
 
 
 def _inner_update(factory: Callable[[jax.Array], Any], extra_args: dict):
@@ -370,50 +533,144 @@ def _squeeze(tree: Any) -> Any:
   return jax.tree.map(lambda x: x[0], tree)
 
 
+def _make_config(
+    hyper_lr_step: Any,
+    mu: Any,
+    first_order: Optional[bool],
+    step_size: Any,
+    k: int,
+    low: Any = 0.0,
+    high: Any = np.inf,
+    cut: Any = True,
+) -> Callable[[jnp.dtype], _Config]:
+  """Validates the knobs; returns ``dtype -> _Config`` for ``K = k``."""
+  scale_free, horizon, fixed, first_order, step_size = _mode(
+      hyper_lr_step, mu, first_order, step_size
+  )
+  hessian_free = _is_hessian_free(fixed)
+
+  def config(dtype):
+    vector = lambda x: jnp.broadcast_to(jnp.asarray(x, dtype), (k,))
+    return _Config(
+        scale_free=scale_free,
+        horizon=horizon,
+        mu=fixed,
+        hessian_free=hessian_free,
+        first_order=first_order,
+        kappa=vector(0.0 if hyper_lr_step is None else hyper_lr_step),
+        step_size=vector(step_size),
+        low=vector(low),
+        high=vector(high),
+        cut=jnp.broadcast_to(jnp.asarray(cut, bool), (k,)),
+    )
+
+  return config
+
+
+def _init_hyper(values: jax.Array, hyper_lr: jax.Array, config: _Config) -> _Hyper:
+  """The scalars before the first step (``values``, ``hyper_lr``: ``[K]``)."""
+  zeros = jnp.zeros_like(values)
+  mu0 = zeros if config.mu is None else jnp.broadcast_to(
+      jnp.asarray(config.mu, values.dtype), values.shape)
+  return _Hyper(
+      value=values, hyper_lr=hyper_lr, mu=mu0, c=zeros, hypergradient=zeros,
+      agreement=jnp.ones_like(values), hyper_m=zeros, hyper_v=zeros,
+      hyper_steps=zeros,
+  )
+
+
+def _init_monitor(dtype: jnp.dtype) -> _Monitor:
+  # The largest finite number stands for "no loss seen yet": the state stays
+  # finite, and growth * max overflows to inf, so nothing triggers a cut.
+  return _Monitor(jnp.zeros([], dtype), jnp.full([], jnp.finfo(dtype).max, dtype))
+
+
+def _check_learning_rate(learning_rate: Any) -> None:
+  if callable(learning_rate):
+    raise ValueError(
+        "learning_rate must be a number (the initial learning rate, or the "
+        "scale of a schedule), not a schedule: MARTHE adapts it. To keep a "
+        "schedule's shape, pass it as schedule=..., e.g. marthe(optax.sgd, "
+        "learning_rate=0.1, schedule=optax.warmup_cosine_decay_schedule(0.0, "
+        "1.0, 100, 1000))."
+    )
+  _check_scalar(
+      "learning_rate", learning_rate, 0.0, np.inf,
+      "Pass the initial learning rate eta_0 >= 0.",
+  )
+
+
+def _checked_schedule(schedule: Any) -> Optional[Callable[[jax.Array], Any]]:
+  if schedule is not None and not callable(schedule):
+    raise ValueError(
+        "schedule must be an Optax schedule (a function of the step count), "
+        f"e.g. optax.cosine_decay_schedule(1.0, 1000); got {schedule!r}."
+    )
+  return schedule
+
+
 def marthe(
     inner: InnerFactory,
     learning_rate: ScalarLike,
-    hyper_lr_step: ScalarLike,
     *,
+    hyper_lr_step: Optional[ScalarLike] = None,
     hyper_lr: ScalarLike = 0.0,
-    mu: Optional[ScalarLike] = None,
+    mu: Optional[Union[ScalarLike, str]] = None,
+    first_order: Optional[bool] = None,
+    step_size: Optional[ScalarLike] = None,
+    schedule: Optional[optax.Schedule] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""MARTHE: the learning rate of ``inner`` scheduled online by hypergradients.
 
-  At each step ``t`` (DESIGN.md section 2): the hypergradient
-  ``h_t = <Z_t, grad E(w_t)>`` and the one-step hypergradient
-  ``g1 = <b_{t-1}, grad E(w_t)>``; the discount ``mu_t`` (adaptive, appendix
-  A, or fixed); the hyper-learning rate
-  ``beta_t = max(beta_{t-1} + kappa h_t h_{t-1}, 0)``; the learning rate
-  ``eta_t = max(eta_{t-1} - beta_t h_t, 0)``; then the inner step at
-  ``eta_t`` and the tangent ``Z_{t+1} = mu_t A_t Z_t + B_t`` from one
-  linearisation of the inner update and one Hessian-vector product.
+  At each step ``t``: the hypergradient ``h_t = <Z_t, grad E(w_t)>`` and the
+  one-step hypergradient ``g1 = <b_{t-1}, grad E(w_t)>``; the discount
+  ``mu_t``; a step of the learning rate along ``-h_t``; then the inner step
+  at the new ``eta_t`` and the tangent ``Z_{t+1} = mu_t A_t Z_t + B_t`` from
+  one linearisation of the inner update (``docs/algorithm.md``).
 
-  The update takes two extra keyword arguments:
+  Two rules move the learning rate:
 
-  * ``value_fn``: the training loss of the current minibatch as a function of
-    the params, ``L_t(params) -> scalar``; its Hessian-vector product drives
-    the tangent. Not needed when ``mu == 0`` (HD).
+  * **knob-free** (the default, ``hyper_lr_step=None``): normalised descent
+    of ``log(eta)`` along ``d E / d log(eta) = eta_t h_t`` with Adam-style
+    moments, ``step_size`` log-units per step at most. Multiplying ``E`` by
+    any ``c > 0`` leaves the whole trajectory unchanged, so one default
+    serves every task. By default the tangent is first order (the
+    Hessian-vector product dropped, ``value_fn`` not needed) and the horizon
+    is a smoothed version of appendix A's (``mu='smoothed'``). A safeguard
+    watches the training loss passed as ``value=``: when its moving average
+    exceeds twice its running minimum, or the hypergradient is not finite,
+    the learning rate is halved and the moments and tangent reset, inside
+    ``jit`` (``safeguard_count`` counts the events). See
+    ``docs/knob_free.md`` for how the defaults were chosen.
+  * **the paper's eq. 5** (``hyper_lr_step=kappa``): the hyper-learning rate
+    ``beta_t = max(beta_{t-1} + kappa h_t h_{t-1}, 0)`` and
+    ``eta_t = max(eta_{t-1} - beta_t h_t, 0)``, with appendix A's adaptive
+    ``mu`` and the full tangent: an exact reproduction of the paper.
+
+  The update takes these extra keyword arguments:
+
   * ``val_grads``: ``grad E(w_t)``, the gradient of the objective at the
     current params (e.g. on a validation minibatch). Without it ``E`` is the
     training loss and its gradient is the ``updates`` argument.
+  * ``value``: the training loss ``L_t(w_t)`` of the minibatch (Optax's
+    name for it, as from ``jax.value_and_grad``), read by the knob-free
+    safeguard; ignored by the eq. 5 rule.
+  * ``value_fn``: the training loss of the current minibatch as a function of
+    the params, ``L_t(params) -> scalar``; its Hessian-vector product drives
+    the full tangent. Not needed for HD (``mu == 0``) or ``first_order``.
 
   ``updates`` must be the training gradient ``grad L_t(w_t)`` (put gradient
   clipping, weight decay and the like inside ``inner`` so the tangent sees
   them). Other extra keyword arguments are forwarded to the inner update and
   otherwise ignored.
 
-  Adam-family inners: pass ``eps_root > 0`` (e.g.
-  ``functools.partial(optax.adam, eps_root=1e-8)``). With Optax's default
-  ``eps_root = 0``, a weight whose gradients have all been exactly zero (a
-  dead ReLU unit) has a zero second moment, where the derivative of ``sqrt``
-  is ``0 * inf = NaN``: the guard below then resets the tangent at every step
-  and the learning rate never moves (``nonfinite_count`` grows).
-
   Guards: ``eta >= 0`` and ``beta >= 0`` always; a non-finite hypergradient
   (or an update of ``beta`` or ``eta`` that overflows) leaves ``eta``,
   ``beta`` and ``mu`` unchanged, resets the tangent to zero and increments
-  ``nonfinite_count``.
+  ``nonfinite_count``. A tangent entry that is NaN at a finite primal (Adam's
+  ``sqrt`` at a zero second moment, for a weight whose gradients have all
+  been exactly 0) is set to 0, which is its limit, and ``repaired_count``
+  counts the steps where it happened: plain ``optax.adam`` works as it is.
 
   Args:
     inner: a factory ``learning_rate -> optax.GradientTransformation``, such
@@ -421,80 +678,123 @@ def marthe(
       ``optax.adam`` or ``lambda lr: optax.chain(..., optax.sgd(lr))``. It is
       called again inside ``update`` with the current (traced) learning rate,
       as ``optax.inject_hyperparams`` does, and differentiated there.
-    learning_rate: the initial learning rate ``eta_0 >= 0``.
-    hyper_lr_step: ``kappa >= 0``, the step size of the hyper-learning rate
-      (the paper's last ``beta``). It has units of 1 / hypergradient**2 and no
+    learning_rate: the initial learning rate ``eta_0 >= 0`` (``> 0`` in the
+      knob-free mode, which moves it multiplicatively); with ``schedule``,
+      the initial scale of the schedule.
+    hyper_lr_step: ``None`` (default) for the knob-free rule; else
+      ``kappa >= 0``, eq. 5's step size of the hyper-learning rate (the
+      paper's last ``beta``). It has units of 1 / hypergradient**2 and no
       task-independent good value: pick it with
-      :func:`marthe_optax.select_hyper_lr_step` (start high, divide by 10 until
-      training does not diverge). ``0`` fixes ``beta`` at ``hyper_lr``.
-    hyper_lr: ``beta_0 >= 0``, the initial hyper-learning rate (the paper's
-      default is 0: ``eta`` then stays ``eta_0`` until two consecutive
-      hypergradients agree in sign).
-    mu: ``None`` (default) adapts ``mu`` online by appendix A's heuristic; a
-      number in [0, 1] fixes it (0 is HD, 1 is RTHO).
+      :func:`marthe_optax.select_hyper_lr_step`. ``0`` fixes ``beta`` at
+      ``hyper_lr``.
+    hyper_lr: ``beta_0 >= 0``, eq. 5's initial hyper-learning rate (the
+      paper's default is 0: ``eta`` then stays ``eta_0`` until two
+      consecutive hypergradients agree in sign).
+    mu: the horizon. A number in [0, 1] fixes it (0 is HD, 1 is RTHO);
+      ``'adaptive'`` is appendix A's heuristic
+      ``mu_t = q~_t ** (1 / (c_{t-1} + 1))``; ``'smoothed'`` is the same
+      with ``q~`` replaced by its moving average (decay 0.9), so one noisy
+      minibatch does not reset the horizon. ``None``: ``'adaptive'`` for
+      eq. 5, ``'smoothed'`` for the knob-free rule.
+    first_order: drop the Hessian-vector product from the tangent
+      (``H_t = 0``; the inner-state tangent is still propagated), so that
+      ``value_fn`` is not needed and a step costs about an HD step with a
+      validation objective. ``None``: ``True`` for the knob-free rule,
+      ``False`` for eq. 5.
+    step_size: the knob-free step, in log-units of ``eta`` per step (None:
+      0.03, chosen once on the benchmark tasks; the same for every task).
+    schedule: an optional Optax schedule: step ``t`` uses the learning rate
+      ``eta_t * schedule(t)``, and MARTHE adapts the scale ``eta_t`` (its
+      hypergradient is taken with respect to the scale), so a warm-up or a
+      decay keeps its shape.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is a
     :class:`MartheState`.
 
   Raises:
-    ValueError: on a non-callable ``inner``, a negative or non-finite
-      ``learning_rate``, ``hyper_lr`` or ``hyper_lr_step``, or ``mu`` outside
-      [0, 1]; at update time, on missing ``params``, missing ``value_fn`` when
-      the Hessian is needed, or gradients whose tree does not match ``params``.
+    ValueError: on a non-callable ``inner``, a schedule passed as
+      ``learning_rate``, a negative or non-finite ``learning_rate``,
+      ``hyper_lr``, ``hyper_lr_step`` or ``step_size``, ``mu`` outside
+      [0, 1], ``step_size`` together with ``hyper_lr_step``; at update time,
+      on missing ``params``, missing ``value_fn`` when the Hessian is needed,
+      or gradients whose tree does not match ``params``.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
     >>> import marthe_optax as mo
     >>> loss = lambda w, x: jnp.mean((x @ w - 1.0) ** 2)
     >>> x_train, x_val = jnp.ones((8, 3)), jnp.full((4, 3), 0.5)
-    >>> tx = mo.marthe(optax.sgd, learning_rate=0.1, hyper_lr_step=1e-3)
+    >>> tx = mo.marthe(optax.sgd, learning_rate=0.01)
     >>> params = jnp.zeros(3)
     >>> state = tx.init(params)
-    >>> for _ in range(3):
-    ...   grads = jax.grad(loss)(params, x_train)
+    >>> for _ in range(20):
+    ...   value, grads = jax.value_and_grad(loss)(params, x_train)
     ...   updates, state = tx.update(
-    ...       grads, state, params,
-    ...       value_fn=lambda p: loss(p, x_train),
+    ...       grads, state, params, value=value,
     ...       val_grads=jax.grad(loss)(params, x_val))
     ...   params = optax.apply_updates(params, updates)
-    >>> float(optax.tree.get(state, 'learning_rate')) >= 0.0
+    >>> float(optax.tree.get(state, 'learning_rate')) > 0.01
     True
+
+    The paper's rule, with its hyper-learning-rate step size:
+
+    >>> tx = mo.marthe(optax.sgd, learning_rate=0.1, hyper_lr_step=1e-3)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(
+    ...     jax.grad(loss)(params, x_train), state, params,
+    ...     value_fn=lambda p: loss(p, x_train))
 
   References:
     Donini et al., `Scheduling the Learning Rate via Hypergradients: New
     Insights and a New Algorithm <https://arxiv.org/abs/1910.08525>`_, 2019.
   """
   _check_factory(inner)
-  _check_scalar(
-      "learning_rate", learning_rate, 0.0, np.inf,
-      "Pass the initial learning rate eta_0 >= 0.",
-  )
+  _check_learning_rate(learning_rate)
   _check_knobs(hyper_lr, hyper_lr_step, mu)
-  # mu identically 0 (HD): Z_{t+1} = B_t, no Hessian-vector product at all.
-  hessian_free = _is_hessian_free(mu)
+  schedule = _checked_schedule(schedule)
+  make_config = _make_config(hyper_lr_step, mu, first_order, step_size, 1)
+  if hyper_lr_step is None:
+    _check_positive_start("learning_rate", learning_rate, 0.0)
+
+  def call_inner(theta, count):
+    scale = theta[0]
+    if schedule is None:
+      return inner(scale)
+    return inner(scale * jnp.asarray(schedule(count), scale.dtype))
 
   def init_fn(params: optax.Params) -> MartheState:
     params = _array_leaves(params)
     dtype = _hyper_dtype(params)
+    config = make_config(dtype)
     eta0 = jnp.asarray(learning_rate, dtype)
-    inner_state = inner(eta0).init(params)
-    scalar = lambda v: jnp.asarray(v, dtype)
+    inner_state = call_inner(eta0[None], jnp.zeros([], jnp.int32)).init(params)
+    hyper = _squeeze(_init_hyper(eta0[None], jnp.asarray(hyper_lr, dtype)[None],
+                                 config))
+    monitor = _init_monitor(dtype)
     return MartheState(
         count=jnp.zeros([], jnp.int32),
-        learning_rate=eta0,
-        hyper_lr=scalar(hyper_lr),
-        mu=scalar(0.0 if mu is None else mu),
-        c=scalar(0.0),
-        hypergradient=scalar(0.0),
+        learning_rate=hyper.value,
+        hyper_lr=hyper.hyper_lr,
+        mu=hyper.mu,
+        c=hyper.c,
+        hypergradient=hyper.hypergradient,
         nonfinite_count=jnp.zeros([], jnp.int32),
         tangent=Sealed.seal(
             _tangent.EMPTY_TANGENT
-            if hessian_free
+            if config.hessian_free
             else _tangent.zeros_tangent(params, inner_state)
         ),
         b=Sealed.seal(optax.tree.zeros_like(params)),
         inner_state=Sealed.seal(inner_state),
+        agreement=hyper.agreement,
+        hyper_m=hyper.hyper_m,
+        hyper_v=hyper.hyper_v,
+        hyper_steps=hyper.hyper_steps,
+        loss_ema=monitor.loss_ema,
+        loss_min=monitor.loss_min,
+        safeguard_count=jnp.zeros([], jnp.int32),
+        repaired_count=jnp.zeros([], jnp.int32),
     )
 
   def update_fn(
@@ -504,17 +804,23 @@ def marthe(
       *,
       value_fn: Optional[Callable[[optax.Params], jax.Array]] = None,
       val_grads: Optional[optax.Updates] = None,
+      value: Optional[jax.Array] = None,
       **extra_args: Any,
   ) -> tuple[optax.Updates, MartheState]:
-    val_grads = _objective_grads(updates, params, value_fn, val_grads, hessian_free)
-    dtype = state.learning_rate.dtype
+    config = make_config(state.learning_rate.dtype)
+    val_grads = _objective_grads(
+        updates, params, value_fn, val_grads, _needs_hessian(config)
+    )
     # One hyperparameter: the shared K-hyperparameter step with K = 1.
-    new, finite, step = _step(
-        _inner_update(lambda theta: inner(theta[0]), extra_args),
+    new, monitor, finite, cut, step = _step(
+        config,
+        _inner_update(lambda theta: call_inner(theta, state.count), extra_args),
         _expand(_Hyper(
             state.learning_rate, state.hyper_lr, state.mu, state.c,
-            state.hypergradient,
+            state.hypergradient, state.agreement, state.hyper_m,
+            state.hyper_v, state.hyper_steps,
         )),
+        _Monitor(state.loss_ema, state.loss_min),
         _expand(state.tangent.unseal()),
         _expand(state.b.unseal()),
         state.inner_state.unseal(),
@@ -522,11 +828,7 @@ def marthe(
         params,
         value_fn,
         val_grads,
-        jnp.asarray(hyper_lr_step, dtype)[None],
-        mu,
-        hessian_free,
-        jnp.zeros([1], dtype),
-        jnp.full([1], jnp.inf, dtype),
+        value,
     )
     new = _squeeze(new)
     new_state = MartheState(
@@ -540,15 +842,40 @@ def marthe(
         tangent=Sealed.seal(_squeeze(step.tangent)),
         b=Sealed.seal(_squeeze(step.b)),
         inner_state=Sealed.seal(step.inner_state),
+        agreement=new.agreement,
+        hyper_m=new.hyper_m,
+        hyper_v=new.hyper_v,
+        hyper_steps=new.hyper_steps,
+        loss_ema=monitor.loss_ema,
+        loss_min=monitor.loss_min,
+        safeguard_count=state.safeguard_count + cut.astype(jnp.int32),
+        repaired_count=state.repaired_count
+        + (step.repaired > 0).astype(jnp.int32),
     )
     return step.updates, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _needs_hessian(config: _Config) -> bool:
+  return not (config.hessian_free or config.first_order)
+
+
+def _check_positive_start(name: str, value: Any, low: float) -> None:
+  v = _concrete(value)
+  if v is not None and float(v) <= low:
+    raise ValueError(
+        f"{name} must start above {low} in the knob-free mode, which moves it "
+        f"multiplicatively (in log-units); got {value!r}. Start it at a small "
+        "positive value, or pass hyper_lr_step=... for the paper's additive "
+        "eq. 5 rule."
+    )
+
+
 def hd(
     inner: InnerFactory,
     learning_rate: ScalarLike,
+    *,
     hyper_lr: ScalarLike,
 ) -> optax.GradientTransformationExtraArgs:
   """HD: hypergradient descent on the learning rate (Baydin et al., 2018).
@@ -581,12 +908,14 @@ def hd(
     Baydin et al., `Online Learning Rate Adaptation with Hypergradient Descent
     <https://arxiv.org/abs/1703.04782>`_, 2018.
   """
-  return marthe(inner, learning_rate, 0.0, hyper_lr=hyper_lr, mu=0.0)
+  return marthe(inner, learning_rate, hyper_lr_step=0.0, hyper_lr=hyper_lr,
+                mu=0.0)
 
 
 def rtho(
     inner: InnerFactory,
     learning_rate: ScalarLike,
+    *,
     hyper_lr: ScalarLike,
 ) -> optax.GradientTransformationExtraArgs:
   """RTHO: real-time hyperparameter optimization (Franceschi et al., 2017).
@@ -608,4 +937,5 @@ def rtho(
     Franceschi et al., `Forward and Reverse Gradient-Based Hyperparameter
     Optimization <https://arxiv.org/abs/1703.01785>`_, 2017.
   """
-  return marthe(inner, learning_rate, 0.0, hyper_lr=hyper_lr, mu=1.0)
+  return marthe(inner, learning_rate, hyper_lr_step=0.0, hyper_lr=hyper_lr,
+                mu=1.0)

@@ -17,6 +17,7 @@ inner-state tangent per hyperparameter) and ``K`` Hessian-vector products per
 step, batched (the training gradient and forward pass are shared).
 """
 
+import sys
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
 
 import jax
@@ -62,6 +63,16 @@ class MultiMartheState(NamedTuple):
     tangent: ``Z^k_{t+1}``, sealed, every leaf with a leading axis ``K``.
     b: ``b^k_t``, sealed, every leaf with a leading axis ``K``.
     inner_state: the inner optimizer's state, sealed.
+    agreement: the smoothed agreements ``q_bar_k``, ``[K]``.
+    hyper_m: the knob-free step's first moments, ``[K]``.
+    hyper_v: its second moments, ``[K]``.
+    hyper_steps: steps since the moments were last reset, ``[K]``.
+    loss_ema: the safeguard's smoothed training loss.
+    loss_min: its running minimum since the last cut.
+    safeguard_count: number of steps at which the safeguard cut the learning
+      rates back.
+    repaired_count: number of steps at which some NaN tangent entries at a
+      finite primal were set to 0.
   """
 
   count: jax.Array
@@ -74,6 +85,14 @@ class MultiMartheState(NamedTuple):
   tangent: Sealed
   b: Sealed
   inner_state: Sealed
+  agreement: jax.Array
+  hyper_m: jax.Array
+  hyper_v: jax.Array
+  hyper_steps: jax.Array
+  loss_ema: jax.Array
+  loss_min: jax.Array
+  safeguard_count: jax.Array
+  repaired_count: jax.Array
 
 
 def _names(hyperparams: Any) -> list[str]:
@@ -111,21 +130,31 @@ def _per_leaf(value: PerHyperparam, names: list[str], what: str) -> list[Any]:
 def marthe_multi(
     inner: Callable[..., optax.GradientTransformation],
     hyperparams: Mapping[str, Any],
-    hyper_lr_step: PerHyperparam,
     *,
+    hyper_lr_step: Optional[PerHyperparam] = None,
     hyper_lr: PerHyperparam = 0.0,
-    mu: Optional[float] = None,
+    mu: Optional[Union[float, str]] = None,
+    first_order: Optional[bool] = None,
+    step_size: Optional[PerHyperparam] = None,
     bounds: Optional[Mapping[str, tuple[float, float]]] = None,
 ) -> optax.GradientTransformationExtraArgs:
   """MARTHE on several hyperparameters of ``inner`` at once.
 
-  Every leaf of ``hyperparams`` is a scalar hyperparameter ``theta_k``,
-  updated at each step by
-  ``theta_k <- clip(theta_k - beta_k Delta theta_k, low_k, high_k)`` with its
-  own hypergradient ``Delta theta_k = <Z^k_t, grad E(w_t)>``, its own ``mu_k``
-  (appendix A, or fixed) and its own ``beta_k`` (adapted with step size
-  ``kappa_k``), exactly as :func:`marthe_optax.marthe` does for the learning
-  rate. The update takes the same ``value_fn`` and ``val_grads`` extra
+  Every leaf of ``hyperparams`` is a scalar hyperparameter ``theta_k`` with
+  its own hypergradient ``Delta theta_k = <Z^k_t, grad E(w_t)>``, its own
+  ``mu_k`` and its own step, exactly as :func:`marthe_optax.marthe` does for
+  the learning rate, with the same two rules:
+
+  * knob-free (default): normalised descent of ``phi_k = log(theta_k - low)``
+    (``logit`` for hyperparameters with a finite upper bound, such as
+    momentum), ``step_size`` log-units per step, nothing to choose per
+    hyperparameter; the safeguard cuts the learning rates (the
+    hyperparameters named ``learning_rate``) back on a blow-up of ``value``;
+  * eq. 5 (``hyper_lr_step`` given): ``theta_k <- clip(theta_k - beta_k
+    Delta theta_k, low_k, high_k)`` with ``beta_k`` adapted with step size
+    ``kappa_k``.
+
+  The update takes the same ``val_grads``, ``value`` and ``value_fn`` extra
   arguments.
 
   Args:
@@ -136,11 +165,17 @@ def marthe_multi(
       :func:`per_group` for one learning rate per parameter group.
     hyperparams: the initial values, a mapping from keyword names to scalars
       or to pytrees of scalars (``{'learning_rate': {'hidden': 0.1, 'out':
-      0.1}}`` for per-group learning rates).
-    hyper_lr_step: ``kappa_k >= 0``, one number for all or a mapping by name
-      (hypergradients of different hyperparameters have different scales).
-    hyper_lr: ``beta_k(0) >= 0``, one number for all or a mapping by name.
-    mu: ``None`` (adaptive, per hyperparameter) or a fixed value in [0, 1].
+      0.1}}`` for per-group learning rates). In the knob-free mode they must
+      lie strictly inside their intervals.
+    hyper_lr_step: ``None`` for the knob-free rule; else ``kappa_k >= 0``,
+      one number for all or a mapping by name (hypergradients of different
+      hyperparameters have different scales).
+    hyper_lr: ``beta_k(0) >= 0`` (eq. 5), one number for all or a mapping.
+    mu: the horizon, as in :func:`marthe_optax.marthe`, shared by all.
+    first_order: drop the Hessian-vector product, as in
+      :func:`marthe_optax.marthe` (``None``: ``True`` for knob-free).
+    step_size: the knob-free step in log-units per step, one number for all
+      or a mapping by name (``None``: the package default).
     bounds: projection intervals ``(low, high)`` by name, overriding the
       defaults: ``[0, 1 - 1e-6]`` for ``momentum``, ``b1``, ``b2`` and
       ``decay``, ``[0, inf)`` for anything else.
@@ -151,7 +186,8 @@ def marthe_multi(
 
   Raises:
     ValueError: on a non-callable ``inner``, a hyperparameter outside its
-      interval, a negative ``hyper_lr`` or ``hyper_lr_step``, ``mu`` outside
+      interval (or on its lower bound, in the knob-free mode), a negative
+      ``hyper_lr``, ``hyper_lr_step`` or ``step_size``, ``mu`` outside
       [0, 1], a mapping with no entry for some hyperparameter; at update time
       as :func:`marthe_optax.marthe`.
 
@@ -159,15 +195,14 @@ def marthe_multi(
     >>> import functools, jax, jax.numpy as jnp, optax
     >>> import marthe_optax as mo
     >>> tx = mo.marthe_multi(
-    ...     optax.adamw, {'learning_rate': 1e-2, 'weight_decay': 1e-3},
-    ...     hyper_lr_step={'learning_rate': 1e-3, 'weight_decay': 1e-1})
+    ...     optax.adamw, {'learning_rate': 1e-2, 'weight_decay': 1e-3})
     >>> params = jnp.ones(3)
     >>> state = tx.init(params)
     >>> loss = lambda p: jnp.sum((p - 2.0) ** 2)
-    >>> updates, state = tx.update(jax.grad(loss)(params), state, params,
-    ...                            value_fn=loss)
-    >>> sorted(mo.hyperparam_log(state))[:3]
-    ['hyper_lr/learning_rate', 'hyper_lr/weight_decay', 'hypergradient/learning_rate']
+    >>> value, grads = jax.value_and_grad(loss)(params)
+    >>> updates, state = tx.update(grads, state, params, value=value)
+    >>> sorted(mo.hyperparam_log(state))[:2]
+    ['hyper_lr/learning_rate', 'hyper_lr/weight_decay']
   """
   _marthe._check_factory(inner)
   if not isinstance(hyperparams, Mapping) or not hyperparams:
@@ -182,10 +217,18 @@ def marthe_multi(
       all_bounds.get(name, all_bounds.get(name.split("/")[0], (0.0, np.inf)))
       for name in names
   ]
-  kappas = _per_leaf(hyper_lr_step, names, "hyper_lr_step")
+  knob_free = hyper_lr_step is None
+  kappas = (
+      [None] * len(names) if knob_free
+      else _per_leaf(hyper_lr_step, names, "hyper_lr_step")
+  )
+  steps = (
+      [None] * len(names) if step_size is None
+      else _per_leaf(step_size, names, "step_size")
+  )
   betas = _per_leaf(hyper_lr, names, "hyper_lr")
-  for name, value, (low, high), kappa, beta in zip(
-      names, values, intervals, kappas, betas
+  for name, value, (low, high), kappa, beta, step in zip(
+      names, values, intervals, kappas, betas, steps
   ):
     _marthe._check_scalar(
         name, value, low, high,
@@ -193,8 +236,20 @@ def marthe_multi(
         "with bounds=...",
     )
     _marthe._check_knobs(beta, kappa, mu, where=f"[{name!r}]")
-  hessian_free = _marthe._is_hessian_free(mu)
+    if knob_free:
+      _marthe._check_positive_start(name, value, low)
+    if step is not None:
+      _marthe._check_scalar(
+          f"step_size[{name!r}]", step, 0.0, np.inf,
+          "Pass the knob-free step in log-units per step.",
+      )
   k = len(values)
+  make_config = _marthe._make_config(
+      None if knob_free else kappas, mu, first_order,
+      None if step_size is None else steps, k,
+      low=[low for low, _ in intervals], high=[high for _, high in intervals],
+      cut=[name.split("/")[0] == "learning_rate" for name in names],
+  )
 
   def call_inner(theta):
     return inner(**jax.tree.unflatten(treedef, list(theta)))
@@ -202,26 +257,37 @@ def marthe_multi(
   def init_fn(params: optax.Params) -> MultiMartheState:
     params = _marthe._array_leaves(params)
     dtype = _marthe._hyper_dtype(params)
+    config = make_config(dtype)
     theta = jnp.stack([jnp.asarray(v, dtype) for v in values])
     inner_state = call_inner(theta).init(params)
     batched_zeros = lambda tree: jax.tree.map(
         lambda x: jnp.zeros((k,) + jnp.shape(x), jnp.result_type(x)), tree
     )
+    hyper = _marthe._init_hyper(theta, jnp.asarray(betas, dtype), config)
+    monitor = _marthe._init_monitor(dtype)
     return MultiMartheState(
         count=jnp.zeros([], jnp.int32),
         hyperparams=jax.tree.unflatten(treedef, list(theta)),
-        hyper_lr=jnp.asarray(betas, dtype),
-        mu=jnp.full([k], 0.0 if mu is None else mu, dtype),
-        c=jnp.zeros([k], dtype),
-        hypergradient=jnp.zeros([k], dtype),
+        hyper_lr=hyper.hyper_lr,
+        mu=hyper.mu,
+        c=hyper.c,
+        hypergradient=hyper.hypergradient,
         nonfinite_count=jnp.zeros([], jnp.int32),
         tangent=Sealed.seal(
             _tangent.EMPTY_TANGENT
-            if hessian_free
+            if config.hessian_free
             else batched_zeros(_tangent.Tangent(params, inner_state))
         ),
         b=Sealed.seal(batched_zeros(params)),
         inner_state=Sealed.seal(inner_state),
+        agreement=hyper.agreement,
+        hyper_m=hyper.hyper_m,
+        hyper_v=hyper.hyper_v,
+        hyper_steps=hyper.hyper_steps,
+        loss_ema=monitor.loss_ema,
+        loss_min=monitor.loss_min,
+        safeguard_count=jnp.zeros([], jnp.int32),
+        repaired_count=jnp.zeros([], jnp.int32),
     )
 
   def update_fn(
@@ -231,18 +297,22 @@ def marthe_multi(
       *,
       value_fn: Optional[Callable[[optax.Params], jax.Array]] = None,
       val_grads: Optional[optax.Updates] = None,
+      value: Optional[jax.Array] = None,
       **extra_args: Any,
   ) -> tuple[optax.Updates, MultiMartheState]:
+    config = make_config(state.hyper_lr.dtype)
     val_grads = _marthe._objective_grads(
-        updates, params, value_fn, val_grads, hessian_free
+        updates, params, value_fn, val_grads, _marthe._needs_hessian(config)
     )
-    dtype = state.hyper_lr.dtype
-    new, finite, step = _marthe._step(
+    new, monitor, finite, cut, step = _marthe._step(
+        config,
         _marthe._inner_update(call_inner, extra_args),
         _marthe._Hyper(
             jnp.stack(jax.tree.leaves(state.hyperparams)),
             state.hyper_lr, state.mu, state.c, state.hypergradient,
+            state.agreement, state.hyper_m, state.hyper_v, state.hyper_steps,
         ),
+        _marthe._Monitor(state.loss_ema, state.loss_min),
         state.tangent.unseal(),
         state.b.unseal(),
         state.inner_state.unseal(),
@@ -250,11 +320,7 @@ def marthe_multi(
         params,
         value_fn,
         val_grads,
-        jnp.asarray(kappas, dtype),
-        mu,
-        hessian_free,
-        jnp.asarray([low for low, _ in intervals], dtype),
-        jnp.asarray([high for _, high in intervals], dtype),
+        value,
     )
     new_state = MultiMartheState(
         count=optax.safe_increment(state.count),
@@ -268,6 +334,15 @@ def marthe_multi(
         tangent=Sealed.seal(step.tangent),
         b=Sealed.seal(step.b),
         inner_state=Sealed.seal(step.inner_state),
+        agreement=new.agreement,
+        hyper_m=new.hyper_m,
+        hyper_v=new.hyper_v,
+        hyper_steps=new.hyper_steps,
+        loss_ema=monitor.loss_ema,
+        loss_min=monitor.loss_min,
+        safeguard_count=state.safeguard_count + cut.astype(jnp.int32),
+        repaired_count=state.repaired_count
+        + (step.repaired > 0).astype(jnp.int32),
     )
     return step.updates, new_state
 
@@ -305,30 +380,80 @@ def per_group(
   return factory
 
 
-def hyperparam_log(state: Any) -> dict[str, jax.Array]:
+COUNTERS = ("count", "nonfinite_count", "safeguard_count", "repaired_count")
+
+
+def _pure(state: Any) -> Any:
+  """``state`` with Flax NNX variables replaced by their values."""
+  state = getattr(state, "opt_state", state)  # nnx.Optimizer, TrainState
+  if "flax.nnx" in sys.modules:
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+    state = nnx.as_pure(state) if isinstance(state, nnx.State) else state
+    state = jax.tree.map(
+        lambda v: v.get_value() if isinstance(v, nnx.Variable) else v, state,
+        is_leaf=lambda v: isinstance(v, nnx.Variable),
+    )
+  return state
+
+
+def _as_float(x: jax.Array) -> Union[float, int, jax.Array]:
+  try:
+    value = np.asarray(x)
+  except (jax.errors.TracerArrayConversionError,
+          jax.errors.ConcretizationTypeError):
+    return x
+  return int(value) if np.issubdtype(value.dtype, np.integer) else float(value)
+
+
+def hyperparam_log(state: Any) -> dict[str, Any]:
   """The hyperparameters and their MARTHE statistics, by name, for logging.
 
   Finds the :class:`marthe_optax.MartheState` or :class:`MultiMartheState`
   inside ``state`` (also inside ``optax.chain`` or ``apply_if_finite``
-  states) and returns a flat dict: the hyperparameters by name
-  (``'learning_rate'``, ``'weight_decay'``, ``'learning_rate/hidden'``) and
-  ``'hyper_lr/NAME'``, ``'mu/NAME'``, ``'hypergradient/NAME'``.
+  states, an ``nnx.Optimizer`` or a Flax ``TrainState``) and returns a flat
+  dict with one naming scheme for every state:
+
+  * the hyperparameters by name: ``'learning_rate'``, ``'weight_decay'``,
+    ``'learning_rate/hidden'``, ...;
+  * per hyperparameter ``NAME``: ``'hyper_lr/NAME'``, ``'mu/NAME'``,
+    ``'hypergradient/NAME'``;
+  * the counters ``'count'``, ``'nonfinite_count'``, ``'safeguard_count'``
+    and ``'repaired_count'``.
+
+  Outside ``jit`` the values are Python floats (ints for the counters); under
+  ``jit`` they are the traced arrays, to return from the step.
 
   Args:
-    state: an optimizer state holding one MARTHE state.
+    state: an optimizer state holding one MARTHE state, or an object with an
+      ``opt_state`` attribute (``nnx.Optimizer``, ``TrainState``).
 
   Returns:
-    A dict of scalar arrays.
+    A dict ``name -> float | int`` (arrays under tracing).
 
   Raises:
     ValueError: if ``state`` holds no MARTHE state, or more than one.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import marthe_optax as mo
+    >>> tx = mo.marthe(optax.sgd, learning_rate=0.1)
+    >>> params = jnp.ones(2)
+    >>> loss = lambda p: jnp.sum(p ** 2)
+    >>> state = tx.init(params)
+    >>> history = []
+    >>> for _ in range(3):
+    ...   value, grads = jax.value_and_grad(loss)(params)
+    ...   updates, state = tx.update(grads, state, params, value=value)
+    ...   params = optax.apply_updates(params, updates)
+    ...   history.append(mo.hyperparam_log(state))
+    >>> history[-1]['count'], sorted(history[-1])[:3]
+    (3, ['count', 'hyper_lr/learning_rate', 'hypergradient/learning_rate'])
   """
+  state = _pure(state)
+  kinds = (_marthe.MartheState, MultiMartheState)
   found = [
-      x for x in jax.tree.leaves(
-          state,
-          is_leaf=lambda x: isinstance(x, (_marthe.MartheState, MultiMartheState)),
-      )
-      if isinstance(x, (_marthe.MartheState, MultiMartheState))
+      x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, kinds))
+      if isinstance(x, kinds)
   ]
   if len(found) != 1:
     raise ValueError(
@@ -347,4 +472,5 @@ def hyperparam_log(state: Any) -> dict[str, jax.Array]:
   log = dict(zip(names, values))
   for field, vector in vectors.items():
     log.update({f"{field}/{name}": vector[i] for i, name in enumerate(names)})
-  return log
+  log.update({name: getattr(s, name) for name in COUNTERS})
+  return {name: _as_float(value) for name, value in log.items()}

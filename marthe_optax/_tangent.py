@@ -1,5 +1,5 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""The tangent system of the inner dynamics (DESIGN.md section 1).
+"""The tangent system of the inner dynamics (``docs/algorithm.md``).
 
 The inner dynamics is ``Phi_t(w, s, theta) = (w + u, s')`` with
 ``(u, s') = inner(theta).update(grad L_t(w), s, w)``, for any Optax factory
@@ -19,8 +19,20 @@ Nesterov, Adam, AdamW or any differentiable Optax chain, with the current
 hyperparameters there is one tangent per hyperparameter, computed as one
 batched (``jax.vmap``) pass.
 
+The first-order tangent drops the Hessian-vector product (``H_t = 0``) and
+keeps the rest of ``A_t``: the tangent of the inner state (momentum, Adam's
+moments) and the parts of the update that depend on the params directly
+(weight decay) are still propagated. It costs no second-order pass.
+
 Integer leaves of the inner state (step counts) carry no tangent: they are
 stored as integer zeros and handed to JAX as ``float0`` tangents.
+
+A tangent entry that is NaN while its primal is finite is the product
+``0 * inf`` of a derivative taken where it does not exist: Adam's
+``sqrt(nu)`` at ``nu = 0``, for a weight whose gradients have all been exactly
+zero (a dead ReLU unit). The tangent of ``nu`` is then 0 as well, and the
+derivative's limit is 0, so such entries are set to 0 and counted
+(:attr:`StepAndTangent.repaired`) rather than poisoning the hypergradient.
 """
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -111,6 +123,22 @@ class StepAndTangent(NamedTuple):
   inner_state: optax.OptState  # s_{t+1}
   tangent: Tangent  # Z_{t+1}
   b: optax.Params  # b_t = d w_{t+1} / d eta_t
+  repaired: jax.Array  # number of NaN tangent entries set to 0 (int32)
+
+
+def _repair(tangent: Any, primal: Any) -> tuple[Any, jax.Array]:
+  """NaN tangent entries of finite primal entries set to 0, and their count."""
+  count = jnp.zeros([], jnp.int32)
+  leaves, treedef = jax.tree.flatten(tangent)
+  fixed = []
+  for t, x in zip(leaves, jax.tree.leaves(primal)):
+    if t.dtype == jax.dtypes.float0 or not _is_float(t):
+      fixed.append(t)
+      continue
+    bad = jnp.isnan(t) & jnp.isfinite(x)
+    count = count + jnp.sum(bad, dtype=jnp.int32)
+    fixed.append(jnp.where(bad, jnp.zeros_like(t), t))
+  return jax.tree.unflatten(treedef, fixed), count
 
 
 EMPTY_TANGENT = Tangent((), ())
@@ -125,6 +153,7 @@ def step_and_tangent(
     tangent: Tangent,
     mu: Optional[jax.Array],
     value_fn: Optional[Callable[[optax.Params], jax.Array]],
+    first_order: bool = False,
 ) -> StepAndTangent:
   """One inner step with one tangent per hyperparameter (eq. 9).
 
@@ -151,12 +180,15 @@ def step_and_tangent(
       tangent is kept beyond ``b_t`` (``Z_{t+1}.w = b_t`` and ``Z_{t+1}.s`` is
       never used), so :data:`EMPTY_TANGENT` is returned.
     value_fn: the training loss ``L_t`` as a function of the params; needed
-      unless ``mu`` is ``None``.
+      unless ``mu`` is ``None`` or ``first_order``.
+    first_order: drop the Hessian-vector product (``H_t = 0``): the training
+      gradient is held fixed and only the inner state and the params are
+      differentiated through.
 
   Returns:
     A :class:`StepAndTangent` with ``u_t``, ``s_{t+1}``, ``Z_{t+1}`` and
     ``b_t`` (the last two with the leading axis ``K``), in the dtypes of their
-    primal counterparts.
+    primal counterparts, and the number of repaired tangent entries.
   """
   eye = jnp.eye(hyperparams.shape[0], dtype=hyperparams.dtype)
   updates, new_inner_state = inner_update(grads, inner_state, params, hyperparams)
@@ -169,33 +201,44 @@ def step_and_tangent(
         (hyperparams,),
         (e,),
     )
-    return _from_jvp(du, params)
+    return _repair(_from_jvp(du, params), updates)
 
-  b = map_hyperparams(b_k, eye)
+  b, repaired = map_hyperparams(b_k, eye)
+  repaired = jnp.sum(repaired)
   if mu is None:
     new_tangent = EMPTY_TANGENT
   else:
 
     def z_k(e, mz, ms):
-      hz = hessian_vector_product(value_fn, params, mz)
-      _, (du, ds) = jax.jvp(
-          inner_update,
-          (grads, inner_state, params, hyperparams),
-          (optax.tree.cast_like(hz, grads), _to_jvp(ms), mz, e),
-      )
-      return Tangent(
-          optax.tree.add(mz, _from_jvp(du, params)), _from_jvp(ds, inner_state)
-      )
+      if first_order:
+        # H_t = 0: the gradient is a constant of the step (closed over).
+        _, (du, ds) = jax.jvp(
+            lambda s, w, theta: inner_update(grads, s, w, theta),
+            (inner_state, params, hyperparams),
+            (_to_jvp(ms), mz, e),
+        )
+      else:
+        hz = hessian_vector_product(value_fn, params, mz)
+        _, (du, ds) = jax.jvp(
+            inner_update,
+            (grads, inner_state, params, hyperparams),
+            (optax.tree.cast_like(hz, grads), _to_jvp(ms), mz, e),
+        )
+      du, n_u = _repair(_from_jvp(du, params), updates)
+      ds, n_s = _repair(_from_jvp(ds, inner_state), new_inner_state)
+      return Tangent(optax.tree.add(mz, du), ds), n_u + n_s
 
-    new_tangent = map_hyperparams(
+    new_tangent, counts = map_hyperparams(
         z_k,
         eye,
         scale_each(mu, tangent.params),
         scale_each(mu, tangent.inner_state),
     )
+    repaired = repaired + jnp.sum(counts)
   return StepAndTangent(
       updates=optax.tree.cast_like(updates, grads),
       inner_state=optax.tree.cast_like(new_inner_state, inner_state),
       tangent=new_tangent,
       b=b,
+      repaired=repaired,
   )

@@ -47,6 +47,8 @@ from flax.training import train_state as train_state_lib
 import jax
 import optax
 
+import marthe_optax as _marthe_optax
+
 
 class ValueAndGrad(NamedTuple):
   """A loss, its gradient and the closure that recomputes the loss.
@@ -255,8 +257,8 @@ def nnx_train_step(
     ...       optimizer, model, loss, (x,),
     ...       objective_fn=loss, objective_args=(x_val,))
     >>> out = step(model, optimizer, jnp.ones((8, 3)), jnp.full((4, 3), 0.5))
-    >>> sorted(mof.hyperparams(optimizer))
-    ['hyper_lr', 'hypergradient', 'learning_rate', 'mu']
+    >>> mof.hyperparams(optimizer)['count']
+    1
   """
   wrt = optimizer.wrt
   extra = {}
@@ -269,7 +271,8 @@ def nnx_train_step(
     extra["val_grads"] = val.grads
     objective = val.value
   train = nnx_value_and_grad(loss_fn, model, *args, wrt=wrt, has_aux=has_aux)
-  optimizer.update(model, train.grads, value_fn=train.value_fn, **extra)
+  optimizer.update(
+      model, train.grads, value_fn=train.value_fn, value=train.value, **extra)
   return StepOutput(loss=train.value, objective=objective, aux=train.aux)
 
 
@@ -404,35 +407,18 @@ class MartheTrainState(train_state_lib.TrainState):
     return apply_gradients(self, grads=grads, tx_args=tx_args, **changes)
 
 
-HYPERPARAMS = ("learning_rate", "hyper_lr", "mu", "hypergradient")
+def hyperparams(optimizer_or_state: Any) -> dict[str, Any]:
+  """MARTHE's scalars as Python floats, for logging: :func:`marthe_optax.hyperparam_log`.
 
-
-def hyperparams(
-    optimizer_or_state: Any, names: Iterable[str] = HYPERPARAMS
-) -> dict[str, float]:
-  """MARTHE's scalars as Python floats, for logging.
-
-  ``nnx.Optimizer`` stores every optimizer-state leaf in an ``nnx.OptArray``
-  variable, so ``optax.tree.get(optimizer.opt_state, 'learning_rate')``
-  returns the variable; ``optax.tree.get(nnx.as_pure(optimizer.opt_state),
-  name)`` returns the array (use that inside ``jit``). This function does that
-  and converts to floats (it syncs with the device: call it outside ``jit``).
+  Kept as an alias under its old name; ``mo.hyperparam_log`` takes an
+  ``nnx.Optimizer``, a Linen ``TrainState`` or any optimizer state, and names
+  the values the same way for every state (``'learning_rate'``,
+  ``'hypergradient/learning_rate'``, ``'safeguard_count'``, ...).
 
   Args:
-    optimizer_or_state: an ``nnx.Optimizer``, a Linen ``TrainState`` or an
-      optimizer state.
-    names: the state fields to read; names absent from the state, or not
-      scalars there (Adam's own ``mu`` in a plain ``optax.adam`` state), are
-      skipped.
+    optimizer_or_state: an ``nnx.Optimizer``, a ``TrainState`` or a state.
 
   Returns:
-    A dict ``name -> float``.
+    A dict ``name -> float | int``.
   """
-  state = getattr(optimizer_or_state, "opt_state", optimizer_or_state)
-  state = nnx.as_pure(state)
-  out = {}
-  for name in names:
-    value = optax.tree.get(state, name)
-    if getattr(value, "shape", None) == ():
-      out[name] = float(value)
-  return out
+  return _marthe_optax.hyperparam_log(optimizer_or_state)

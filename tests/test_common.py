@@ -19,10 +19,11 @@ import marthe_optax as mo
 from tests import _problems as P
 
 FACTORIES = {
-    "marthe": lambda inner, lr: mo.marthe(inner, lr, 1e-2),
-    "marthe_fixed_mu": lambda inner, lr: mo.marthe(inner, lr, 0.0, hyper_lr=1e-3, mu=0.9),
-    "hd": lambda inner, lr: mo.hd(inner, lr, 1e-3),
-    "rtho": lambda inner, lr: mo.rtho(inner, lr, 1e-4),
+    "marthe": lambda inner, lr: mo.marthe(inner, lr, hyper_lr_step=1e-2),
+    "marthe_fixed_mu": lambda inner, lr: mo.marthe(inner, lr, hyper_lr_step=0.0, hyper_lr=1e-3, mu=0.9),
+    "hd": lambda inner, lr: mo.hd(inner, lr, hyper_lr=1e-3),
+    "rtho": lambda inner, lr: mo.rtho(inner, lr, hyper_lr=1e-4),
+    "knob_free": lambda inner, lr: mo.marthe(inner, lr),
 }
 CASES = [(f, i) for f in FACTORIES for i in P.INNERS]
 HYPER_FIELDS = ("learning_rate", "hyper_lr", "mu", "hypergradient")
@@ -71,7 +72,7 @@ def test_vmap_over_hyper_learning_rates():
   betas = jnp.array([0.0, 1e-3, 1e-2, 1e-1])
 
   def final_lr(beta):
-    tx = mo.hd(optax.sgd, 0.1, beta)  # traced beta: validated only when concrete
+    tx = mo.hd(optax.sgd, 0.1, hyper_lr=beta)  # traced beta: validated only when concrete
     _, state, _ = P.run(tx, problem, jit=False)
     return state.learning_rate
 

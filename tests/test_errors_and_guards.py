@@ -17,15 +17,15 @@ from tests import _problems as P
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: mo.marthe(optax.sgd, -0.1, 1e-3), "learning_rate"),
-        (lambda: mo.marthe(optax.sgd, float("nan"), 1e-3), "learning_rate"),
-        (lambda: mo.marthe(optax.sgd, 0.1, -1e-3), "hyper_lr_step"),
-        (lambda: mo.marthe(optax.sgd, 0.1, 1e-3, hyper_lr=-1.0), "hyper_lr"),
-        (lambda: mo.marthe(optax.sgd, 0.1, 1e-3, mu=1.5), "mu in"),
-        (lambda: mo.marthe(optax.sgd, 0.1, 1e-3, mu=-0.1), "mu in"),
-        (lambda: mo.hd(optax.sgd, 0.1, -1.0), "hyper_lr"),
-        (lambda: mo.rtho(optax.sgd, -1.0, 1.0), "learning_rate"),
-        (lambda: mo.marthe(optax.sgd(0.1), 0.1, 1e-3), "not optax.sgd\\(0.1\\)"),
+        (lambda: mo.marthe(optax.sgd, -0.1, hyper_lr_step=1e-3), "learning_rate"),
+        (lambda: mo.marthe(optax.sgd, float("nan"), hyper_lr_step=1e-3), "learning_rate"),
+        (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=-1e-3), "hyper_lr_step"),
+        (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, hyper_lr=-1.0), "hyper_lr"),
+        (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, mu=1.5), "mu in"),
+        (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, mu=-0.1), "mu in"),
+        (lambda: mo.hd(optax.sgd, 0.1, hyper_lr=-1.0), "hyper_lr"),
+        (lambda: mo.rtho(optax.sgd, -1.0, hyper_lr=1.0), "learning_rate"),
+        (lambda: mo.marthe(optax.sgd(0.1), 0.1, hyper_lr_step=1e-3), "not optax.sgd\\(0.1\\)"),
     ],
 )
 def test_bad_arguments_raise(make, match):
@@ -41,9 +41,9 @@ def _setup(tx):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: mo.marthe(optax.sgd, 0.1, 1e-3),
-    lambda: mo.rtho(optax.sgd, 0.1, 1e-3),
-    lambda: mo.marthe(optax.sgd, 0.1, 0.0, mu=0.5),
+    lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3),
+    lambda: mo.rtho(optax.sgd, 0.1, hyper_lr=1e-3),
+    lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=0.0, mu=0.5),
 ])
 def test_missing_loss_closure_raises(make):
   tx = make()
@@ -53,14 +53,14 @@ def test_missing_loss_closure_raises(make):
 
 
 def test_missing_params_raises():
-  tx = mo.hd(optax.sgd, 0.1, 1e-3)
+  tx = mo.hd(optax.sgd, 0.1, hyper_lr=1e-3)
   _, _, grads, state = _setup(tx)
   with pytest.raises(ValueError, match="needs the current params"):
     tx.update(grads, state)
 
 
 def test_mismatched_trees_raise():
-  tx = mo.marthe(optax.sgd, 0.1, 1e-3)
+  tx = mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3)
   problem, params, grads, state = _setup(tx)
   closure = lambda p: P.loss(p, problem.xs[0], problem.ys[0])
   bad_structure = {k: v for k, v in grads.items() if k != "b0"}
@@ -76,7 +76,7 @@ def test_mismatched_trees_raise():
 def test_nonfinite_validation_gradient_is_guarded():
   """A NaN hypergradient changes no hyperparameter, resets Z, and is counted."""
   problem = P.make_problem(seed=4, steps=10)
-  tx = mo.marthe(optax.sgd, 0.1, 1e2)
+  tx = mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e2)
   params, state = problem.params, tx.init(problem.params)
   step = jax.jit(functools.partial(P.train_step, tx, problem))
 
@@ -108,7 +108,7 @@ def test_nonfinite_validation_gradient_is_guarded():
 
 def test_loss_turning_nan_under_apply_if_finite_keeps_state_usable():
   problem = P.make_problem(seed=5, steps=12)
-  tx = optax.apply_if_finite(mo.marthe(optax.sgd, 0.1, 1e2), max_consecutive_errors=5)
+  tx = optax.apply_if_finite(mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e2), max_consecutive_errors=5)
   params, state = problem.params, tx.init(problem.params)
 
   @jax.jit
@@ -146,7 +146,7 @@ def test_invariants_on_random_problems(seed, eta0, log_kappa, beta0, mu):
 
 @functools.partial(jax.jit, static_argnums=(4,))
 def _invariant_trace(problem, eta0, kappa, beta0, adaptive, mu):
-  tx = mo.marthe(optax.sgd, eta0, kappa, hyper_lr=beta0, mu=None if adaptive else mu)
+  tx = mo.marthe(optax.sgd, eta0, hyper_lr_step=kappa, hyper_lr=beta0, mu=None if adaptive else mu)
 
   def body(carry, t):
     params, state = carry
@@ -181,20 +181,21 @@ def _dead_relu_problem():
   return params, loss
 
 
-@pytest.mark.parametrize("eps_root,expect_nonfinite", [(0.0, True), (1e-8, False)])
-def test_adam_eps_root_and_dead_units(eps_root, expect_nonfinite):
-  """Documented in the README: Adam needs eps_root > 0 under MARTHE.
-
-  A weight whose gradients have all been exactly 0 (a dead ReLU) has a zero
-  second moment, where sqrt's derivative gives 0 * inf = NaN in the tangent:
-  the guard then resets the tangent and the learning rate never moves.
+@pytest.mark.parametrize("eps_root", [0.0, 1e-8])
+def test_adam_dead_units_with_and_without_eps_root(eps_root):
+  """A weight whose gradients have all been exactly 0 (a dead ReLU) has a zero
+  second moment, where sqrt's derivative gives 0 * inf = NaN in the tangent.
+  Such entries are set to 0 (their limit) and counted; with eps_root > 0 there
+  are none. Either way the guard never fires and the learning rate moves.
   """
   params, loss = _dead_relu_problem()
-  tx = mo.marthe(functools.partial(optax.adam, eps_root=eps_root), 1e-2, 1e-2)
+  tx = mo.marthe(functools.partial(optax.adam, eps_root=eps_root), 1e-2,
+                 hyper_lr_step=1e-2)
   state = tx.init(params)
   for _ in range(10):
     updates, state = tx.update(jax.grad(loss)(params), state, params, value_fn=loss)
     params = optax.apply_updates(params, updates)
   chex.assert_tree_all_finite(params)
-  assert (int(state.nonfinite_count) > 5) == expect_nonfinite
-  assert (float(state.learning_rate) == pytest.approx(1e-2)) == expect_nonfinite
+  assert int(state.nonfinite_count) == 0
+  assert (int(state.repaired_count) > 5) == (eps_root == 0.0)
+  assert float(state.learning_rate) != pytest.approx(1e-2)

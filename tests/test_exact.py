@@ -89,7 +89,7 @@ def _results(name):
 
   def marthe_hypergradient(mu):
     """marthe with beta frozen: <Z_T, grad E(w_T)> at its (T+1)-th update."""
-    tx = mo.marthe(inner, eta0, 0.0, hyper_lr=0.0, mu=mu)
+    tx = mo.marthe(inner, eta0, hyper_lr_step=0.0, hyper_lr=0.0, mu=mu)
 
     def step(carry, batch):
       params, state = carry

@@ -1,4 +1,4 @@
-"""The reported hypergradient is exactly what the paper defines (DESIGN.md 4).
+"""The reported hypergradient is exactly what the paper defines (docs/algorithm.md).
 
 With beta frozen (kappa = 0, beta = 0) eta stays eta_0 and, for a fixed mu,
 ``Delta eta_t = sum_i mu**(t-1-i) dE(w_t)/d eta_i``: the directional derivative
@@ -43,7 +43,7 @@ def test_hypergradient_matches_unrolled_autodiff(name, mu):
   with jax.enable_x64(True):
     problem = P.make_problem(seed=3, steps=STEPS, dtype=jnp.float64)
     inner, eta0 = P.INNERS[name], ETA0[name]
-    tx = mo.marthe(inner, eta0, 0.0, hyper_lr=0.0, mu=mu)
+    tx = mo.marthe(inner, eta0, hyper_lr_step=0.0, hyper_lr=0.0, mu=mu)
     _, state, trace = P.run(tx, problem)
     assert state.learning_rate.dtype == jnp.float64
     np.testing.assert_array_equal(trace["learning_rate"], eta0)
@@ -61,8 +61,8 @@ def test_hd_needs_no_loss_closure_and_matches_marthe_mu0():
   """hd == marthe(mu=0); hd runs without value_fn (no Hessian is formed)."""
   with jax.enable_x64(True):
     problem = P.make_problem(seed=1, dtype=jnp.float64)
-    a = mo.hd(optax.sgd, 0.1, 1e-2)
-    b = mo.marthe(optax.sgd, 0.1, 0.0, hyper_lr=1e-2, mu=0.0)
+    a = mo.hd(optax.sgd, 0.1, hyper_lr=1e-2)
+    b = mo.marthe(optax.sgd, 0.1, hyper_lr_step=0.0, hyper_lr=1e-2, mu=0.0)
     sa, sb = a.init(problem.params), b.init(problem.params)
     params = problem.params
     for t in range(5):

@@ -192,7 +192,8 @@ def test_nnx_loop_matches_pure_jax_reference():
     assert int(model.do.rngs.count[...]) == t + 1
     hp = mof.hyperparams(optimizer)
     np.testing.assert_allclose(hp["learning_rate"], ref["lr"], rtol=2e-5)
-    np.testing.assert_allclose(hp["hypergradient"], ref["h"], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(hp["hypergradient/learning_rate"], ref["h"],
+                               rtol=1e-4, atol=1e-7)
   assert int(optimizer.step[...]) == STEPS
   # The learning rate did move, so the comparison covers the whole update.
   assert abs(mof.hyperparams(optimizer)["learning_rate"] - ETA0) > 1e-4
@@ -248,7 +249,8 @@ def test_nnx_hypergradient_finite_and_hessian_used():
   for x, y, xv, yv in make_data()[:3]:
     nnx_step(model, optimizer, x, y, xv, yv)
   hp = mof.hyperparams(optimizer)
-  assert np.isfinite(hp["hypergradient"]) and hp["hypergradient"] != 0.0
+  h = hp["hypergradient/learning_rate"]
+  assert np.isfinite(h) and h != 0.0
   pure = nnx.as_pure(optimizer.opt_state)
   assert int(optax.tree.get(pure, "nonfinite_count")) == 0
   chex.assert_tree_all_finite(pure.tangent.unseal())
@@ -271,16 +273,19 @@ def test_nnx_optimizer_state_accessors():
     chex.assert_shape(got, ())
     np.testing.assert_allclose(got, value, rtol=1e-6)
   hp = mof.hyperparams(optimizer)
-  assert set(hp) == {"learning_rate", "hyper_lr", "mu", "hypergradient"}
-  assert all(isinstance(v, float) for v in hp.values())
-  # A plain Optax state: non-scalar or missing fields are skipped.
+  assert hp == mo.hyperparam_log(optimizer)
+  assert {"learning_rate", "hyper_lr/learning_rate", "mu/learning_rate",
+          "hypergradient/learning_rate", "safeguard_count"} <= set(hp)
+  assert all(isinstance(v, (float, int)) for v in hp.values())
+  # A plain Optax state holds no MARTHE state.
   plain = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
-  assert mof.hyperparams(plain) == {}
+  with pytest.raises(ValueError, match="exactly one MARTHE state"):
+    mof.hyperparams(plain)
 
 
 def test_nnx_hd_needs_no_value_fn():
   model, _, _, _ = nnx_setup()
-  optimizer = nnx.Optimizer(model, mo.hd(optax.sgd, 0.05, 1e-3), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, mo.hd(optax.sgd, 0.05, hyper_lr=1e-3), wrt=nnx.Param)
   x, y, _, _ = make_data()[0]
   for _ in range(2):
     grads = nnx.grad(nnx_train_loss)(model, x, y)

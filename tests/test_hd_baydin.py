@@ -39,7 +39,7 @@ def test_sgd_hd():
   loss, batches, w0 = _problem()
   alpha, beta = 0.05, 1e-3
   with jax.enable_x64(True):
-    got_w, got_eta = _run_hd(mo.hd(optax.sgd, alpha, beta), loss, batches, w0)
+    got_w, got_eta = _run_hd(mo.hd(optax.sgd, alpha, hyper_lr=beta), loss, batches, w0)
     # SGD-HD: h_t = grad f(w_{t-1}) . (-grad f(w_{t-2})); alpha_t = alpha_{t-1} - beta h_t.
     w, prev, etas = np.array(w0), np.zeros_like(w0), []
     for i in batches:
@@ -58,7 +58,7 @@ def test_adam_hd():
   loss, batches, w0 = _problem()
   alpha, beta, b1, b2, eps = 0.01, 1e-4, 0.9, 0.999, 1e-8
   with jax.enable_x64(True):
-    got_w, got_eta = _run_hd(mo.hd(optax.adam, alpha, beta), loss, batches, w0)
+    got_w, got_eta = _run_hd(mo.hd(optax.adam, alpha, hyper_lr=beta), loss, batches, w0)
     # Adam-HD: h_t = grad f(w_{t-1}) . (-m_hat_{t-1} / (sqrt(v_hat_{t-1}) + eps)).
     w = np.array(w0)
     m, v, prev_dir, etas = np.zeros(6), np.zeros(6), np.zeros(6), []

@@ -63,7 +63,7 @@ def test_each_hypergradient_matches_unrolled_autodiff(case, mu):
   inner, hyperparams = CASES[case]
   with jax.enable_x64(True):
     problem = P.make_problem(seed=11, steps=STEPS, dtype=jnp.float64)
-    tx = mo.marthe_multi(inner, hyperparams, 0.0, hyper_lr=0.0, mu=mu)
+    tx = mo.marthe_multi(inner, hyperparams, hyper_lr_step=0.0, hyper_lr=0.0, mu=mu)
     _, _, trace = _run(tx, problem, STEPS)
     names = list(jax.tree.leaves(jax.tree.map(lambda _: 0, hyperparams)))
     errors = []
@@ -89,10 +89,10 @@ def _labels(params):
 
 def test_one_group_equals_single_learning_rate_marthe():
   problem = P.make_problem(seed=2, steps=8)
-  single = mo.marthe(optax.sgd, 0.1, 1e2)
+  single = mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e2)
   grouped = mo.marthe_multi(
       mo.per_group(optax.sgd, lambda p: jax.tree.map(lambda _: "all", p)),
-      {"learning_rate": {"all": 0.1}}, 1e2,
+      {"learning_rate": {"all": 0.1}}, hyper_lr_step=1e2,
   )
   p1, s1, t1 = _run(single, problem, 8)
   p2, s2, t2 = _run(grouped, problem, 8)
@@ -107,10 +107,10 @@ def test_group_hypergradients_sum_to_the_single_one():
   """d E / d eta = sum over groups of d E / d eta_g when the groups are tied."""
   with jax.enable_x64(True):
     problem = P.make_problem(seed=3, steps=STEPS, dtype=jnp.float64)
-    single = mo.marthe(optax.sgd, 0.1, 0.0, mu=0.7)
+    single = mo.marthe(optax.sgd, 0.1, hyper_lr_step=0.0, mu=0.7)
     grouped = mo.marthe_multi(
         mo.per_group(optax.sgd, _labels),
-        {"learning_rate": {"hidden": 0.1, "out": 0.1}}, 0.0, mu=0.7,
+        {"learning_rate": {"hidden": 0.1, "out": 0.1}}, hyper_lr_step=0.0, mu=0.7,
     )
     _, _, t1 = _run(single, problem, STEPS)
     _, _, t2 = _run(grouped, problem, STEPS)
@@ -144,15 +144,15 @@ def test_projections_and_invariants_under_aggressive_steps():
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: mo.marthe_multi(optax.sgd, {}, 0.0), "non-empty mapping"),
-        (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": 0.1, "momentum": 1.5}, 0.0),
+        (lambda: mo.marthe_multi(optax.sgd, {}, hyper_lr_step=0.0), "non-empty mapping"),
+        (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": 0.1, "momentum": 1.5}, hyper_lr_step=0.0),
          "momentum must be a finite scalar in"),
-        (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": -0.1}, 0.0), "learning_rate"),
+        (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": -0.1}, hyper_lr_step=0.0), "learning_rate"),
         (lambda: mo.marthe_multi(
             optax.sgd, {"learning_rate": 0.1, "momentum": 0.5},
             hyper_lr_step={"learning_rate": 1.0}), "no entry for the hyperparameter 'momentum'"),
-        (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": 0.1}, -1.0), "hyper_lr_step"),
-        (lambda: mo.marthe_multi(optax.sgd(0.1), {"learning_rate": 0.1}, 0.0), "factory"),
+        (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": 0.1}, hyper_lr_step=-1.0), "hyper_lr_step"),
+        (lambda: mo.marthe_multi(optax.sgd(0.1), {"learning_rate": 0.1}, hyper_lr_step=0.0), "factory"),
     ],
 )
 def test_bad_arguments_raise(make, match):
@@ -163,15 +163,18 @@ def test_bad_arguments_raise(make, match):
 def test_bounds_override_and_log_inside_chain():
   tx = optax.chain(optax.identity(), mo.marthe_multi(
       functools.partial(optax.sgd, nesterov=True),
-      {"learning_rate": 0.1, "momentum": 0.5}, 1e3, hyper_lr=1.0,
+      {"learning_rate": 0.1, "momentum": 0.5}, hyper_lr_step=1e3, hyper_lr=1.0,
       bounds={"momentum": (0.2, 0.6)}))
   problem = P.make_problem(seed=5, steps=6)
   _, state, _ = _run(tx, problem, 6)
   log = mo.hyperparam_log(state)
-  assert set(log) == {
+  counters = {"count", "nonfinite_count", "safeguard_count", "repaired_count"}
+  assert set(log) == counters | {
       f"{field}{name}" for name in ("learning_rate", "momentum")
       for field in ("", "hyper_lr/", "mu/", "hypergradient/")}
+  assert log["count"] == 6 and isinstance(log["momentum"], float)
   assert 0.2 <= float(optax.tree.get(state, "momentum")) <= 0.6
-  single = mo.hyperparam_log(P.run(mo.hd(optax.sgd, 0.1, 1e-2), problem)[1])
-  assert set(single) == {"learning_rate", "hyper_lr/learning_rate",
-                         "mu/learning_rate", "hypergradient/learning_rate"}
+  single = mo.hyperparam_log(P.run(mo.hd(optax.sgd, 0.1, hyper_lr=1e-2), problem)[1])
+  assert set(single) == counters | {
+      "learning_rate", "hyper_lr/learning_rate", "mu/learning_rate",
+      "hypergradient/learning_rate"}

@@ -1,4 +1,4 @@
-"""The adaptive rules of DESIGN.md section 2 on constructed cases."""
+"""The adaptive rules of docs/algorithm.md on constructed cases."""
 
 import jax
 import jax.numpy as jnp
@@ -51,10 +51,10 @@ def test_counter_and_projection():
 
 
 def test_worked_start_of_design_md():
-  """DESIGN.md section 2, 'worked start', through the transformation."""
+  """The worked start of docs/algorithm.md, through the transformation."""
   problem = P.make_problem(seed=2)
   kappa = 1e4
-  tx = mo.marthe(optax.sgd, 0.1, kappa)
+  tx = mo.marthe(optax.sgd, 0.1, hyper_lr_step=kappa)
   params, state = problem.params, tx.init(problem.params)
   history = []
   for t in range(4):

@@ -215,13 +215,13 @@ def make_optimizer(
         cfg.eta0, int(round(cfg.sgdr_t0 * spe)), cfg.sgdr_mult, total
     )
   elif method == "hd":
-    return mo.hd(inner, cfg.eta0, cfg.hd_beta), None
+    return mo.hd(inner, cfg.eta0, hyper_lr=cfg.hd_beta), None
   elif method == "rtho":
-    return mo.rtho(inner, cfg.eta0, cfg.rtho_beta), None
+    return mo.rtho(inner, cfg.eta0, hyper_lr=cfg.rtho_beta), None
   elif method == "marthe":
     if kappa is None:
       raise ValueError("marthe needs kappa (Config.kappa or the selection).")
-    return mo.marthe(inner, cfg.eta0, kappa), None
+    return mo.marthe(inner, cfg.eta0, hyper_lr_step=kappa), None
   else:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
   return inner(schedule), schedule
@@ -476,7 +476,7 @@ def select_kappa(cfg: Config, prepared: _Prepared) -> tuple[float, str, dict]:
 
   def prefix(model_state, data, idx, vidx, keys, kappa):
     model = nnx.merge(model_def, model_state)
-    tx = mo.marthe(INNERS[cfg.inner], cfg.eta0, kappa)
+    tx = mo.marthe(INNERS[cfg.inner], cfg.eta0, hyper_lr_step=kappa)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     opt_def, opt_state = nnx.split(optimizer)
     step = make_train_step(

@@ -311,19 +311,19 @@ METHODS = {
         ),
         Method(
             "hd", "HD", "hypergradient",
-            lambda c, h, n: mo.hd(optax.sgd, c.learning_rate, h), "objective",
+            lambda c, h, n: mo.hd(optax.sgd, c.learning_rate, hyper_lr=h), "objective",
             _state_lr, ("learning_rate",), selects="beta",
             notes="fixed beta from select_hyper_lr_step",
         ),
         Method(
             "rtho", "RTHO", "hypergradient",
-            lambda c, h, n: mo.rtho(optax.sgd, c.learning_rate, h), "objective",
+            lambda c, h, n: mo.rtho(optax.sgd, c.learning_rate, hyper_lr=h), "objective",
             _state_lr, ("learning_rate",), selects="beta",
             notes="fixed beta from select_hyper_lr_step",
         ),
         Method(
             "marthe", "MARTHE", "hypergradient",
-            lambda c, h, n: mo.marthe(optax.sgd, c.learning_rate, h),
+            lambda c, h, n: mo.marthe(optax.sgd, c.learning_rate, hyper_lr_step=h),
             "objective", _state_lr, ("learning_rate",),
             selects="kappa", notes="adaptive mu and beta, kappa selected",
         ),

@@ -1,5 +1,5 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""Several hyperparameters on the section-5 digits task (issue 7's row).
+"""Several hyperparameters on the section-5 digits task (the several-hyperparameters row).
 
 The same protocol as :mod:`~marthe_optax.experiments.schedules` (splits, MLP,
 SGD with minibatches of 100, ``T`` steps from ``eta_0``, ``E`` = validation
@@ -43,13 +43,13 @@ def multi_optimizer(config: train_lib.TrainConfig, kappa: jax.Array):
       inner,
       {"learning_rate": {f"layer{i}": config.learning_rate for i in range(layers)},
        "weight_decay": WEIGHT_DECAY_0},
-      kappa,
+      hyper_lr_step=kappa,
   )
 
 
 def single_optimizer(config: train_lib.TrainConfig, kappa: jax.Array):
   """Full MARTHE on the learning rate alone (adaptive mu and beta)."""
-  return mo.marthe(optax.sgd, config.learning_rate, kappa)
+  return mo.marthe(optax.sgd, config.learning_rate, hyper_lr_step=kappa)
 
 
 class MultiResult(NamedTuple):

@@ -3,16 +3,18 @@
 
 Builds, for one model and one inner optimizer, the jit-compiled training step
 of each method (plain Optax step, HD with ``E = L``, HD with a validation
-objective, RTHO, MARTHE), all with their params and state donated, and times
+objective, the knob-free MARTHE with its first-order and full tangents, RTHO,
+MARTHE), all with their params and state donated, and times
 them warm in the same process, interleaved, so that the ratios to the plain
 step are measured under the same machine load. Also reports compile time and
 the bytes of optimizer state.
 
-The analytical limit (issue 4): a plain step costs one gradient; HD with
+The analytical limit: a plain step costs one gradient; HD with
 ``E = L`` adds O(d); HD with a validation objective adds one gradient; RTHO and
 MARTHE replace the gradient by one forward-over-reverse ``jax.jvp`` of it
 (gradient and Hessian-vector product together) and add the validation
-gradient.
+gradient. The knob-free MARTHE's first-order tangent adds only O(d) jvps to HD
+with a validation objective; its full tangent costs what MARTHE costs.
 """
 
 import functools
@@ -33,7 +35,8 @@ INNERS = {
     "adam": optax.adam,
 }
 LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3}
-METHODS = ("plain", "hd", "hd_val", "rtho", "marthe")
+METHODS = ("plain", "hd", "hd_val", "knob_free", "knob_free_full", "rtho",
+           "marthe")
 
 
 class Model(NamedTuple):
@@ -107,24 +110,28 @@ def make_transformation(method: str, inner_name: str) -> optax.GradientTransform
   """
   inner, lr = INNERS[inner_name], LEARNING_RATES[inner_name]
   if method == "marthe_k1":
-    return mo.marthe_multi(inner, {"learning_rate": lr}, 1e-8)
+    return mo.marthe_multi(inner, {"learning_rate": lr}, hyper_lr_step=1e-8)
   if method == "marthe_k2":
     with_decay = lambda learning_rate, weight_decay: optax.chain(
         optax.add_decayed_weights(weight_decay), inner(learning_rate))
     return mo.marthe_multi(
-        with_decay, {"learning_rate": lr, "weight_decay": 1e-4}, 1e-8)
+        with_decay, {"learning_rate": lr, "weight_decay": 1e-4}, hyper_lr_step=1e-8)
   if method == "marthe_k4":
     return mo.marthe_multi(
         _per_layer(inner),
-        {"learning_rate": {f"layer{i}": lr for i in range(4)}}, 1e-8)
+        {"learning_rate": {f"layer{i}": lr for i in range(4)}}, hyper_lr_step=1e-8)
   if method == "plain":
     return inner(lr)
   if method in ("hd", "hd_val"):
-    return mo.hd(inner, lr, 1e-6)
+    return mo.hd(inner, lr, hyper_lr=1e-6)
   if method == "rtho":
-    return mo.rtho(inner, lr, 1e-8)
+    return mo.rtho(inner, lr, hyper_lr=1e-8)
   if method == "marthe":
-    return mo.marthe(inner, lr, 1e-8)
+    return mo.marthe(inner, lr, hyper_lr_step=1e-8)
+  if method == "knob_free":
+    return mo.marthe(inner, lr, first_order=True)
+  if method == "knob_free_full":
+    return mo.marthe(inner, lr, first_order=False)
   raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
@@ -133,12 +140,14 @@ def make_step(model: Model, method: str, tx: optax.GradientTransformation):
   loss = functools.partial(_loss, model)
 
   def step(params, state, x, y, x_val, y_val):
-    grads = jax.grad(loss)(params, x, y)
+    value, grads = jax.value_and_grad(loss)(params, x, y)
     if method in ("plain", "hd"):
       updates, state = tx.update(grads, state, params)
     else:
       kwargs = {"val_grads": jax.grad(loss)(params, x_val, y_val)}
-      if method != "hd_val":
+      if method.startswith("knob_free"):
+        kwargs["value"] = value
+      if method not in ("hd_val", "knob_free"):
         kwargs["value_fn"] = lambda p: loss(p, x, y)
       updates, state = tx.update(grads, state, params, **kwargs)
     return optax.apply_updates(params, updates), state

@@ -165,7 +165,7 @@ def descend(
   kappa = grid_value if method.grid == "kappa" else 0.0
   beta = grid_value if method.grid == "beta" else 0.0
   tx = mo.marthe(
-      optax.sgd, learning_rate, kappa, hyper_lr=beta,
+      optax.sgd, learning_rate, hyper_lr_step=kappa, hyper_lr=beta,
       mu=None if method.adaptive_mu else method.mu,
   )
   w = jnp.asarray(start, jnp.float32)

@@ -311,7 +311,7 @@ def train(
 def online_optimizer(
     config: TrainConfig, hyper: Hyper, adaptive_mu: bool
 ) -> optax.GradientTransformationExtraArgs:
-  """``mo.marthe(optax.sgd, eta_0, kappa, hyper_lr=beta, mu=mu or None)``.
+  """``mo.marthe(optax.sgd, eta_0, hyper_lr_step=kappa, hyper_lr=beta, mu=mu or None)``.
 
   HD is ``mu = 0`` and RTHO ``mu = 1`` with ``kappa = 0`` (exactly
   ``mo.hd`` and ``mo.rtho``); constant SGD is ``beta = kappa = 0``.
@@ -319,7 +319,7 @@ def online_optimizer(
   return mo.marthe(
       optax.sgd,
       config.learning_rate,
-      hyper.hyper_lr_step,
+      hyper_lr_step=hyper.hyper_lr_step,
       hyper_lr=hyper.hyper_lr,
       mu=None if adaptive_mu else hyper.mu,
   )
