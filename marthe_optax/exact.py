@@ -34,12 +34,15 @@ This module computes it exactly, for any differentiable Optax inner optimizer
   step; memory: ``T (d + |s|)`` tangent numbers, none of the trajectory. It
   exists to check the reverse mode and to illustrate section 2.
 
-LRS-OPT (section 5) is projected gradient descent on ``f_T`` over ``R_+^T``
-with the reverse-mode hypergradient and fresh random minibatches at every
-outer iteration (footnote 7): :func:`lrs_opt`. Each outer iteration costs one
-reverse-mode hypergradient; the paper reports more than two hours for 5000
-iterations at ``T = 512`` on an MLP, against under a minute for one online
-MARTHE run.
+LRS-OPT (section 5) is gradient descent on ``f_T`` over ``R_+^T`` with the
+reverse-mode hypergradient and fresh random minibatches at every outer
+iteration (footnote 7): :func:`lrs_opt`, projected gradient descent on
+``eta`` as in the paper, or (the default) Adam on ``log(eta)``. Its whole
+outer loop is one compiled ``jax.lax.while_loop`` that stops on a
+relative-improvement tolerance, so that :func:`jax.vmap` runs several seeds
+in one program. Each outer iteration costs one reverse-mode hypergradient;
+the paper reports more than two hours for 5000 iterations at ``T = 512`` on
+an MLP, against under a minute for one online MARTHE run.
 
 References:
   Donini et al., `Scheduling the Learning Rate via Hypergradients: New

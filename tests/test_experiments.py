@@ -190,7 +190,7 @@ def test_family_member_is_exactly_hd_and_rtho(arrays, inputs2, factory, mu):
   beta = 1e-2
   hyper = train.Hyper(jnp.full(2, beta), jnp.zeros(2), jnp.full(2, mu))
   ours = train.run_online(arrays, CONFIG, inputs2, jnp.arange(2), hyper, False)
-  ref = train.train(lambda: factory(optax.sgd, CONFIG.learning_rate, beta),
+  ref = train.train(lambda: factory(optax.sgd, CONFIG.learning_rate, hyper_lr=beta),
                     arrays, CONFIG, jax.tree.map(lambda a: a[0], inputs2))
   chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], ours), ref,
                               rtol=1e-5, atol=1e-7)
