@@ -362,6 +362,22 @@ def test_best_online_skips_diverged_grid_values_and_uses_the_given_seeds():
   assert (name, i) == ("M", 2) and value == pytest.approx(0.2)
 
 
+def test_estimate_extrapolates_the_vmapped_lrs_opt_step():
+  preset = schedules.PRESETS["tiny"]
+  logged = []
+  est = schedules.estimate(preset, data.load("digits"), probe_steps=4,
+                           log=logged.append)
+  parts, per = est["seconds"], est["seconds_per_run_step"]
+  steps = preset.config.steps
+  np.testing.assert_allclose(parts["total"], sum(v for k, v in parts.items() if k != "total"))
+  np.testing.assert_allclose(parts["lrs_opt"], preset.lrs_opt_steps * steps * per["lrs_opt_outer_step"])
+  # 'best constant' start: 6 candidates x 2 * draws progressions per seed.
+  runs = preset.lrs_opt_seeds * 6 * 2 * preset.lrs_opt_draws
+  np.testing.assert_allclose(parts["lrs_opt_start"], runs * steps * per["forward_run"])
+  np.testing.assert_allclose(est["cpu_seconds"], parts["total"] * est["probe_cpu_per_wall"])
+  assert est["probe_cpu_seconds"] > 0 and "CPU-hours" in logged[0]
+
+
 def test_benchmark_cli_overrides(tmp_path, monkeypatch):
   import importlib.util
   spec = importlib.util.spec_from_file_location(

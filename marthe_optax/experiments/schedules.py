@@ -704,8 +704,14 @@ def estimate(
   outer steps (the most; with ``lrs_opt_tol`` it may stop earlier, after
   ``2 * lrs_opt_window`` at the least). Compilation time is not included.
 
+  The probes' CPU time is measured too: on a machine shared with other jobs
+  the wall-time extrapolation overstates the cost, and the CPU-hours (the
+  wall-time total times the cores the probes used on average) are the
+  figure to divide by the cores of an idle machine.
+
   Returns:
-    Seconds per part and in total, and the measured per-run-step costs.
+    Seconds per part and in total, the measured per-run-step costs, the
+    probes' CPU time and cores used, and the total in CPU-seconds.
   """
   arrays = train_lib.Arrays.from_dataset(dataset)
   config = preset.config._replace(steps=probe_steps)
@@ -716,10 +722,13 @@ def estimate(
   seeds = jnp.zeros(n, jnp.int32)
   hyper = train_lib.Hyper(jnp.full(n, 1e-4), jnp.zeros(n), jnp.full(n, 0.9))
 
+  cpu = []  # the probes' CPU time, in the order of the wall times
+
   def timed(fn, *args):
     jax.block_until_ready(fn(*args))  # compile
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     jax.block_until_ready(fn(*args))
+    cpu.append(time.process_time() - c)
     return time.perf_counter() - t
 
   per = {}
@@ -764,6 +773,11 @@ def estimate(
       "lrs_opt": preset.lrs_opt_steps * outer,
   }
   parts["total"] = sum(parts.values())
+  # CPU time over wall time of the probes: about the cores used when the
+  # machine is idle; well below it when other jobs share the cores, and then
+  # the wall-time extrapolation overstates an idle machine's time.
+  cpu_per_wall = sum(cpu) / (sum(per[k] * probe_steps * (
+      n if k in ("fixed", "adaptive", "forward_run") else 1) for k in per))
   earliest = (2 * preset.lrs_opt_window * outer
               if preset.lrs_opt_tol is not None else parts["lrs_opt"])
   log(
@@ -776,8 +790,14 @@ def estimate(
       f"{earliest / 3600:.2f} h if the tolerance stops it at the earliest); "
       "seconds per run-step: "
       + ", ".join(f"{k} {v:.2e}" for k, v in per.items())
+      + f"; the probes used {cpu_per_wall:.2f} CPU cores on average "
+      f"(CPU time {sum(cpu):.1f} s over their wall time; "
+      f"{os.cpu_count()} cores here), so the total is "
+      f"{parts['total'] * cpu_per_wall / 3600:.2f} CPU-hours"
   )
   return {"seconds": parts, "seconds_per_run_step": per,
+          "probe_cpu_seconds": sum(cpu), "probe_cpu_per_wall": cpu_per_wall,
+          "cpu_seconds": parts["total"] * cpu_per_wall,
           "lrs_opt_seconds_per_outer_step": outer,
           "lrs_opt_earliest_seconds": earliest}
 
