@@ -378,6 +378,29 @@ def test_estimate_extrapolates_the_vmapped_lrs_opt_step():
   assert est["probe_cpu_seconds"] > 0 and "CPU-hours" in logged[0]
 
 
+def test_lrs_opt_warm_starts_from_the_best_online_schedules():
+  import dataclasses
+  preset = dataclasses.replace(
+      schedules.PRESETS["tiny"], lrs_opt_start="best online", lrs_opt_steps=1)
+  d = data.load("digits")
+  arrays = train.Arrays.from_dataset(d)
+  inputs = train.make_inputs(jnp.arange(2), arrays, preset.config, d.num_classes)
+  steps = preset.config.steps
+  # Grid row 1 has the lowest mean validation loss; its rates become the start
+  # (a zero rate is floored: log space needs eta > 0).
+  rates = np.stack([np.full((2, steps), 0.01), np.linspace(0.0, 0.2, 2 * steps).reshape(2, steps)])
+  fake = _fake_result(rates, np.ones((2, steps)), [[0.5, 0.5], [0.2, 0.3]]).results
+  outcome = schedules.run_lrs_opt(arrays, inputs, preset, results=fake)
+  assert outcome.start == "M beta=1e-02"
+  np.testing.assert_allclose(
+      outcome.start_schedules, np.maximum(rates[1], schedules.LRS_OPT_FLOOR), rtol=1e-6)
+  assert np.all(np.isfinite(outcome.objectives)) and outcome.schedules.shape == (2, steps)
+  with pytest.raises(ValueError, match="needs the online results"):
+    schedules.run_lrs_opt(arrays, inputs, preset)
+  with pytest.raises(ValueError, match="lrs_opt_start must be"):
+    schedules.run_lrs_opt(arrays, inputs, dataclasses.replace(preset, lrs_opt_start="?"))
+
+
 def test_benchmark_cli_overrides(tmp_path, monkeypatch):
   import importlib.util
   spec = importlib.util.spec_from_file_location(

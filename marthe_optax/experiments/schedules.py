@@ -523,9 +523,9 @@ def run_lrs_opt(
 ) -> LrsOptOutcome:
   """LRS-OPT (:func:`marthe_optax.exact.lrs_opt`) for the first seeds.
 
-  From ``preset.lrs_opt_start`` (``eta_0 * ones(T)``, or each seed's
-  schedule of the best online method in ``results``) and the seed's
-  ``w_0``: at most ``lrs_opt_steps`` outer steps of Adam on ``log(eta)``
+  From ``preset.lrs_opt_start`` (``eta_0 * ones(T)``; the best constant of
+  :func:`best_constant`; or each seed's schedule of the best online method
+  in ``results``, see :func:`best_online`) and the seed's ``w_0``: at most ``lrs_opt_steps`` outer steps of Adam on ``log(eta)``
   (step size ``preset.lrs_opt_lr``, cosine decay to a tenth), on the exact
   reverse-mode hypergradient of the whole-validation-set loss at ``w_T``,
   averaged over ``lrs_opt_draws`` fresh random minibatch progressions per
@@ -565,8 +565,7 @@ def run_lrs_opt(
   else:
     raise ValueError(
         "lrs_opt_start must be 'constant', 'best constant' or 'best online'; "
-        "got "
-        f"{preset.lrs_opt_start!r}.")
+        f"got {preset.lrs_opt_start!r}.")
   starts = np.maximum(starts, LRS_OPT_FLOOR).astype(np.float32)
   progress = progress or Progress(0, enabled=False)
   steps = preset.lrs_opt_steps
