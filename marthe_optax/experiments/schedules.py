@@ -943,8 +943,10 @@ def lrs_opt_lines(results: Sequence[DatasetResult]) -> str:
     lines.append(
         f"{r.dataset}: LRS-OPT mean final val loss {m['lrs_opt_val_loss']:.4f} "
         f"(start {m['start_val_loss']:.4f}) = {m['ratio']:.3f} x the best "
-        f"online method's {b['val_loss']:.4f} ({b['method']} "
-        f"{b['grid_kind']}={report.format_value(b['grid_value'])}) on seeds "
+        f"online method's {b['val_loss']:.4f} ({b['method']}"
+        + ("" if b["grid_kind"] == "none" else
+           f" {b['grid_kind']}={report.format_value(b['grid_value'])}")
+        + f") on seeds "
         f"{list(map(int, r.lrs_opt.seeds))}; outer steps "
         f"{list(map(int, m['steps_taken']))}, converged "
         f"{list(map(bool, m['converged']))}, final slope "
