@@ -81,7 +81,7 @@ def _install_cell_requirement(name, monkeypatch, found):
 @pytest.mark.parametrize(
     "name,extras",
     [("figure1.ipynb", "experiments"), ("figure2.ipynb", "experiments"),
-     ("flax_nnx.ipynb", "flax,experiments")],
+     ("flax_nnx.ipynb", "flax,experiments"), ("lm.ipynb", "flax,experiments")],
 )
 def test_install_cell_sources(name, extras, monkeypatch, tmp_path):
   # Everything importable (a checkout): nothing is installed.
@@ -122,7 +122,7 @@ def test_lm_notebook_is_colab_ready():
   nb = nbformat.read(os.path.join(NOTEBOOKS, "lm.ipynb"), as_version=4)
   install = nb.cells[1].source  # the first code cell
   assert "%pip install" in install and "find_spec" in install
-  assert "marthe-optax[flax]" in install and "MARTHE_OPTAX_SOURCE" in install
+  assert "marthe-optax[flax,experiments]" in install and "MARTHE_OPTAX_SOURCE" in install
   code = [c for c in nb.cells if c.cell_type == "code"]
   assert all(c.execution_count for c in code)
   assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs)
