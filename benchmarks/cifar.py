@@ -8,6 +8,8 @@ Usage:
       --experiment resnet18-cifar100
   python benchmarks/cifar.py --preset paper --time-steps 5 --batch-size 32 \\
       --dataset synthetic                        # step-time ratio only
+  MARTHE_CIFAR_DIR=/data python benchmarks/cifar.py --preset paper --resume
+                                                 # continue an interrupted run
 
 The paper preset: batch 128, 200 epochs, 5 seeds, L = CE + weight decay 5e-4,
 E = unregularised CE on 5000 validation images carved from the training set;
@@ -18,6 +20,13 @@ archives under --data-dir or $MARTHE_CIFAR_DIR (never downloaded).
 Writes cifar.json (per-epoch accuracy, losses and learning rate of every
 method and seed, subsampled per-step schedules) and cifar.png (the paper's
 figure 3/4 layout) under --out.
+
+Checkpoints (Orbax) go to --out/checkpoints every --checkpoint-every epochs:
+model, optimizer, the minibatch generator's state and the records so far,
+and the record of every finished run. --resume continues from them (same
+options required) with the results of an uninterrupted run; without it they
+are cleared at the start. --stop-after-epochs N ends the invocation after N
+epochs (and a checkpoint), for schedulers with a time limit.
 """
 
 import argparse
@@ -51,6 +60,14 @@ def parse(argv=None) -> argparse.Namespace:
                  help="only time N warm steps of staircase vs marthe (and hd, rtho)")
   p.add_argument("--out", default="results/cifar")
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--resume", action="store_true",
+                 help="continue from the checkpoints under --out/checkpoints")
+  p.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                 help="epochs between checkpoints (default 1)")
+  p.add_argument("--no-checkpoints", action="store_true",
+                 help="do not write checkpoints")
+  p.add_argument("--stop-after-epochs", type=int, metavar="N",
+                 help="stop after N epochs in this invocation; continue with --resume")
   return p.parse_args(argv)
 
 
@@ -94,7 +111,18 @@ def main(argv=None) -> dict:
       json.dump(dict(timing, config=dataclasses.asdict(cfg)), f, indent=1)
     print(f"wrote {path}")
     return timing
-  results = cifar.run(cfg, progress=not args.no_progress)
+  if args.no_checkpoints and (args.resume or args.stop_after_epochs):
+    raise SystemExit("--resume and --stop-after-epochs need checkpoints")
+  try:
+    results = cifar.run(
+        cfg, progress=not args.no_progress,
+        checkpoint_dir=None if args.no_checkpoints else os.path.join(args.out, "checkpoints"),
+        resume=args.resume, checkpoint_every=args.checkpoint_every,
+        stop_after_epochs=args.stop_after_epochs,
+    )
+  except cifar.Stopped as stopped:
+    print(stopped)
+    return None
   json_path = os.path.join(args.out, "cifar.json")
   png_path = os.path.join(args.out, "cifar.png")
   cifar.save_json(results, json_path)

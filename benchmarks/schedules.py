@@ -1,7 +1,8 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
 """Section 5 of the paper: LRS-OPT against HD, RTHO and MARTHE schedules.
 
-  python benchmarks/schedules.py --preset fast          # digits + MNIST-1D, ~3 min on 2 CPU cores
+  python benchmarks/schedules.py --preset fast          # digits + MNIST-1D, 3x64 net, ~5 min on 2 CPU cores
+  python benchmarks/schedules.py --preset medium        # figure 2 at the paper's 3x500 net, 5 seeds
   python benchmarks/schedules.py --preset paper --data ~/mnist   # the paper's sizes on real MNIST
   python benchmarks/schedules.py --preset tiny          # seconds, a smoke test
   python benchmarks/schedules.py --preset paper --estimate   # time probes, extrapolate
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
   parser.add_argument("--seeds", type=int, default=None,
                       help="override the preset's number of seeds")
   parser.add_argument("--lrs-opt-steps", type=int, default=None,
-                      help="override the preset's LRS-OPT outer steps")
+                      help="override the preset's most LRS-OPT outer steps")
   parser.add_argument("--no-progress", action="store_true",
                       help="no progress bar")
   parser.add_argument(

@@ -34,12 +34,15 @@ This module computes it exactly, for any differentiable Optax inner optimizer
   step; memory: ``T (d + |s|)`` tangent numbers, none of the trajectory. It
   exists to check the reverse mode and to illustrate section 2.
 
-LRS-OPT (section 5) is projected gradient descent on ``f_T`` over ``R_+^T``
-with the reverse-mode hypergradient and fresh random minibatches at every
-outer iteration (footnote 7): :func:`lrs_opt`. Each outer iteration costs one
-reverse-mode hypergradient; the paper reports more than two hours for 5000
-iterations at ``T = 512`` on an MLP, against under a minute for one online
-MARTHE run.
+LRS-OPT (section 5) is gradient descent on ``f_T`` over ``R_+^T`` with the
+reverse-mode hypergradient and fresh random minibatches at every outer
+iteration (footnote 7): :func:`lrs_opt`, projected gradient descent on
+``eta`` as in the paper, or (the default) Adam on ``log(eta)``. Its whole
+outer loop is one compiled ``jax.lax.while_loop`` that stops on a
+relative-improvement tolerance, so that :func:`jax.vmap` runs several seeds
+in one program. Each outer iteration costs one reverse-mode hypergradient;
+the paper reports more than two hours for 5000 iterations at ``T = 512`` on
+an MLP, against under a minute for one online MARTHE run.
 
 References:
   Donini et al., `Scheduling the Learning Rate via Hypergradients: New
@@ -78,20 +81,40 @@ class ScheduleHypergradient(NamedTuple):
 class LrsOptResult(NamedTuple):
   """What :func:`lrs_opt` returns.
 
+  Under :func:`jax.vmap` (several seeds in one program) every field gains the
+  leading seed axis.
+
   Attributes:
-    schedule: the final schedule, shape ``[T]``, after all outer steps.
+    schedule: the final schedule, shape ``[T]``, after the last outer step.
     objectives: shape ``[num_steps]``; entry ``i`` is ``E(w_T)`` for the
-      schedule before outer step ``i``, on that step's minibatches.
+      schedule before outer step ``i``, on that step's minibatches: the
+      convergence curve. NaN after the run stopped (see ``steps_taken``).
     schedules: shape ``[len(schedule_steps), T]``; the schedule before each
-      outer step listed in ``schedule_steps``.
+      outer step listed in ``schedule_steps`` (NaN rows after the stop).
     schedule_steps: the outer steps ``0, k, 2k, ...`` (``k =
       record_every``) at which ``schedules`` were recorded.
+    relative_improvement: shape ``[num_steps]``; entry ``i`` is the relative
+      decrease of ``E`` per outer step over the last ``2 * window`` steps
+      after step ``i`` (the mean of the previous ``window`` objectives minus
+      the mean of the last ``window``, over the former, divided by
+      ``window``); NaN before step ``2 * window - 1`` and after the stop.
+      Its last finite entry is the convergence curve's final slope.
+    steps_taken: the number of outer steps run (``num_steps`` unless ``tol``
+      stopped the run earlier).
+    converged: whether ``tol`` stopped the run (the relative improvement fell
+      below it).
+    nonfinite_count: outer steps whose objective or hypergradient was not
+      finite; they leave the schedule and the outer state unchanged.
   """
 
   schedule: jax.Array
   objectives: jax.Array
   schedules: jax.Array
   schedule_steps: np.ndarray
+  relative_improvement: Optional[jax.Array] = None
+  steps_taken: Optional[jax.Array] = None
+  converged: Optional[jax.Array] = None
+  nonfinite_count: Optional[jax.Array] = None
 
 
 def _check_inner(inner: Any) -> None:
@@ -417,6 +440,11 @@ def _as_pytree(fn: Callable[..., Any]) -> jax.tree_util.Partial:
   return jax.tree_util.Partial(fn)
 
 
+DEFAULT_LOG_ADAM_LR = 0.05
+"""Step size of :func:`lrs_opt`'s default outer optimizer, Adam on
+``log(eta)``: about 5 % of each learning rate per outer step at most."""
+
+
 def lrs_opt(
     schedule: jax.Array,
     params: optax.Params,
@@ -426,23 +454,51 @@ def lrs_opt(
     objective: Objective,
     *,
     num_steps: int,
-    outer: Union[float, optax.GradientTransformation],
+    outer: Union[None, float, optax.GradientTransformation] = None,
     key: jax.Array,
+    space: Optional[str] = None,
+    tol: Optional[float] = None,
+    window: int = 10,
+    draws: int = 1,
     record_every: int = 1,
     checkpoint: bool = True,
     segment_length: Optional[int] = None,
     callback: Optional[Callable[[int, jax.Array, jax.Array], None]] = None,
 ) -> LrsOptResult:
-  """LRS-OPT: projected gradient descent on the whole schedule (section 5).
+  """LRS-OPT: gradient descent on the whole schedule (section 5).
 
   Approximately solves problem 1, ``min E(w_T(eta))`` over ``eta in R_+^T``:
   at each outer step ``i`` it draws fresh minibatches
   ``sample_batches(fold_in(key, i))`` (the initial weights stay fixed: footnote
   7), computes the exact hypergradient in reverse mode
-  (:func:`schedule_hypergradient`), takes a step of the outer optimizer and
-  projects onto ``eta >= 0``. The outer step is compiled once with
-  ``jax.jit`` and reused; each costs a few training runs (see the module
-  docstring). The Python loop between steps allows ``callback``.
+  (:func:`schedule_hypergradient`) and takes a step of the outer optimizer,
+  in one of two spaces:
+
+  * ``space="linear"``: on ``eta`` itself, followed by the projection onto
+    ``eta >= 0``. With a float ``outer`` this is the paper's projected
+    gradient descent.
+  * ``space="log"``: on ``u = log(eta)``, with gradient
+    ``eta * dE/deta``; ``eta = exp(u)`` stays positive without a projection,
+    and a step changes every rate by a factor, whatever its scale. With Adam
+    (the default) each rate moves by at most about ``lr`` in log units per
+    step, which conditions the problem far better than a common step size
+    for rates that differ by orders of magnitude.
+
+  The whole outer loop is one compiled program (a ``jax.lax.while_loop``):
+  it can be :func:`jax.vmap`-ed over seeds (``params``, ``key`` and the
+  initial ``schedule`` batched), so that several seeds share one compilation
+  and run together; each seed stops on its own criterion (a stopped seed's
+  values stay frozen while the others finish). Outer steps whose objective or
+  hypergradient is not finite (training diverged at too large a rate) leave
+  the schedule and the outer state unchanged and are counted.
+
+  Stopping: with ``tol``, the run stops after outer step ``i`` (at the
+  earliest ``2 * window - 1``) once the relative improvement of ``E`` per
+  outer step, averaged over windows to tame the minibatch noise of the
+  objective,
+  ``(mean E[i-2w+1 .. i-w] - mean E[i-w+1 .. i]) / (w * mean E[i-2w+1 .. i-w])``,
+  falls below ``tol``. The curve of ``E`` and of this slope are returned
+  (``objectives``, ``relative_improvement``).
 
   Functions closing over large arrays (data, validation sets) embed them in
   the compiled program as constants; ``sample_batches``, ``train_loss`` and
@@ -451,37 +507,51 @@ def lrs_opt(
   returns one).
 
   Args:
-    schedule: the initial schedule ``[T]`` (the paper uses
-      ``0.01 * ones(T)``), non-negative.
+    schedule: the initial schedule ``[T]``: a constant (the paper uses
+      ``0.01 * ones(T)``) or a warm start, e.g. an online method's schedule;
+      non-negative (positive for ``space="log"``).
     params: the initial weights ``w_0``, the same at every outer step.
     inner: the inner optimizer factory, as in :func:`schedule_hypergradient`.
     train_loss: ``train_loss(params, batch) -> scalar``.
     sample_batches: ``sample_batches(key) -> batches``, a pytree whose leaves
       have leading axis ``T``; e.g. :func:`random_minibatches`.
     objective: ``E(params) -> scalar``, e.g. the validation loss.
-    num_steps: the number of outer steps (the paper uses 5000).
-    outer: the outer optimizer: a float (or an Optax schedule) is the step
-      size of plain projected gradient descent, ``optax.sgd(outer)`` (the
-      paper's); any
-      ``optax.GradientTransformation`` (e.g. ``optax.adam(1e-3)``, or
-      ``optax.apply_if_finite(optax.sgd(lr), 5)`` to skip non-finite
-      hypergradients) is followed by the projection ``max(., 0)``.
+    num_steps: the maximum number of outer steps (the paper uses 5000).
+    outer: the outer optimizer. ``None`` (default):
+      ``optax.adam(DEFAULT_LOG_ADAM_LR)`` on ``log(eta)``. A float (or an
+      Optax schedule) is the step size of plain gradient descent,
+      ``optax.sgd(outer)``, on ``eta`` with the projection (the paper's); any
+      ``optax.GradientTransformation`` (e.g. ``optax.adam(1e-3)``) is used
+      as given.
     key: a ``jax.random`` key for the minibatches.
+    space: ``"linear"`` or ``"log"`` (see above); ``None``: ``"log"`` for the
+      default ``outer`` and ``"linear"`` for a given one.
+    tol: stop once the windowed relative improvement per outer step is below
+      ``tol`` (e.g. ``1e-4``); ``None``: run all ``num_steps``.
+    window: the window of the stopping criterion, in outer steps.
+    draws: minibatch progressions per outer step (``jax.vmap``-ed): the
+      objective and hypergradient of a step are their means over
+      ``sample_batches`` of ``draws`` keys split from the step's key, which
+      lowers the outer optimizer's noise for ``draws`` times the cost.
     record_every: keep the schedule of every ``record_every``-th outer step in
       the history (the objective is kept at every step).
     checkpoint: see :func:`train_with_schedule`.
     segment_length: see :func:`train_with_schedule`.
-    callback: called after every outer step as ``callback(i, objective,
-      schedule)`` with the objective before the step and the updated
-      schedule, e.g. to log or to drive a progress bar. It forces a device
-      sync per step only if it reads the values.
+    callback: called from the compiled loop (through
+      :func:`jax.debug.callback`) after every outer step as
+      ``callback(i, objective, schedule)`` with the objective before the step
+      and the updated schedule, e.g. to log or to drive a progress bar. Under
+      :func:`jax.vmap` it is called once per seed and step, for running seeds
+      only.
 
   Returns:
-    An :class:`LrsOptResult` with the final schedule and the histories.
+    An :class:`LrsOptResult` with the final schedule, the convergence curve
+    and the schedules along the way.
 
   Raises:
-    ValueError: on ``num_steps < 1``, ``record_every < 1``, a negative initial
-      schedule, or the errors of :func:`train_with_schedule`.
+    ValueError: on ``num_steps``, ``record_every``, ``window`` or ``draws``
+      below 1, an unknown ``space``, a negative initial schedule (a non-positive one
+      in log space), or the errors of :func:`train_with_schedule`.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -489,72 +559,154 @@ def lrs_opt(
     >>> x = jax.random.normal(jax.random.PRNGKey(0), (64, 3))
     >>> y = x @ jnp.array([1.0, -2.0, 0.5])
     >>> loss = lambda w, b: jnp.mean((b[0] @ w - b[1]) ** 2)
-    >>> result = exact.lrs_opt(
-    ...     jnp.full(10, 0.01), jnp.zeros(3), optax.sgd, loss,
-    ...     exact.random_minibatches((x, y), batch_size=8, num_steps=10),
-    ...     lambda w: loss(w, (x, y)),
-    ...     num_steps=20, outer=1e-3, key=jax.random.PRNGKey(1))
-    >>> bool(result.objectives[-1] < result.objectives[0])
+    >>> sample = exact.random_minibatches((x, y), batch_size=8, num_steps=10)
+    >>> run = lambda w0, key: exact.lrs_opt(
+    ...     jnp.full(10, 0.01), w0, optax.sgd, loss, sample,
+    ...     lambda w: loss(w, (x, y)), num_steps=200, key=key, tol=1e-3)
+    >>> result = run(jnp.zeros(3), jax.random.PRNGKey(1))
+    >>> bool(result.objectives[result.steps_taken - 1] < result.objectives[0])
     True
 
-    A progress bar (``tqdm`` is optional; this module does not import it)::
+    Three seeds (initial weights and minibatch keys) in one compiled program:
+
+    >>> w0 = jax.random.normal(jax.random.PRNGKey(2), (3, 3))
+    >>> batched = jax.vmap(run)(w0, jax.random.split(jax.random.PRNGKey(3), 3))
+    >>> batched.schedule.shape, batched.steps_taken.shape
+    ((3, 10), (3,))
+
+    The paper's projected gradient descent instead: ``outer=1e-3`` (a
+    float). A progress bar (``tqdm`` is optional; this module does not import
+    it)::
 
       bar = tqdm.tqdm(total=num_steps)
       def callback(i, value, schedule):
         bar.update(1)
         bar.set_postfix(objective=float(value))
   """
-  if num_steps < 1 or record_every < 1:
+  if num_steps < 1 or record_every < 1 or window < 1 or draws < 1:
     raise ValueError(
-        "num_steps and record_every must be positive; got "
-        f"num_steps={num_steps}, record_every={record_every}."
+        "num_steps, record_every, window and draws must be positive; got "
+        f"num_steps={num_steps}, record_every={record_every}, "
+        f"window={window}, draws={draws}."
     )
   _check_inner(inner)
+  if space is None:
+    space = "log" if outer is None else "linear"
+  if space not in ("linear", "log"):
+    raise ValueError(f'space must be "linear" or "log"; got {space!r}.')
+  if outer is None:
+    outer_tx = optax.adam(DEFAULT_LOG_ADAM_LR)
+  elif isinstance(outer, optax.GradientTransformation):
+    outer_tx = outer
+  else:
+    outer_tx = optax.sgd(outer)
   schedule = jnp.asarray(schedule, _schedule_dtype(params))
   if jnp.ndim(schedule) != 1:
     raise ValueError(
         f"schedule must be a 1-D array [T]; got shape {jnp.shape(schedule)}."
     )
-  if not bool(jnp.all(schedule >= 0)):
-    raise ValueError(
-        "The initial schedule must be non-negative (LRS-OPT works in R_+^T); "
-        f"its minimum is {float(jnp.min(schedule))}."
-    )
-  if isinstance(outer, optax.GradientTransformation):
-    outer_tx = outer
-  else:
-    outer_tx = optax.sgd(outer)
-
-  def outer_step(schedule, outer_state, params, fns, key, i):
-    sample, loss, obj = fns
-    batches = sample(jax.random.fold_in(key, i))
-    value, grad = schedule_hypergradient(
-        schedule, params, inner, loss, batches, obj,
-        mode="reverse", checkpoint=checkpoint, segment_length=segment_length,
-    )
-    updates, outer_state = outer_tx.update(grad, outer_state, schedule)
-    schedule = optax.projections.projection_non_negative(
-        optax.apply_updates(schedule, updates)
-    )
-    return schedule, outer_state, value
-
-  step = jax.jit(outer_step)
+  if not isinstance(schedule, jax.core.Tracer):
+    low = float(jnp.min(schedule))
+    if low < 0 or (space == "log" and low <= 0):
+      raise ValueError(
+          "The initial schedule must be non-negative (LRS-OPT works in "
+          "R_+^T), and positive in log space; its minimum is "
+          f"{low}."
+      )
+  program = functools.partial(
+      _lrs_opt_program, inner=inner, outer_tx=outer_tx, space=space,
+      num_steps=num_steps, tol=tol, window=window, record_every=record_every,
+      draws=draws, checkpoint=checkpoint, segment_length=segment_length, callback=callback,
+  )
   fns = (_as_pytree(sample_batches), _as_pytree(train_loss),
          _as_pytree(objective))
-  outer_state = outer_tx.init(schedule)
-  objectives, schedules = [], []
-  for i in range(num_steps):
-    if i % record_every == 0:
-      schedules.append(schedule)
-    schedule, outer_state, value = step(
-        schedule, outer_state, params, fns, key, np.int32(i)
+  out = jax.jit(program)(schedule, params, fns, key)
+  return out._replace(schedule_steps=np.arange(0, num_steps, record_every))
+
+
+def _lrs_opt_program(
+    schedule, params, fns, key, *, inner, outer_tx, space, num_steps, tol,
+    window, record_every, draws, checkpoint, segment_length, callback,
+) -> LrsOptResult:
+  """The outer loop of :func:`lrs_opt` as one ``lax.while_loop``."""
+  sample, loss, obj = fns
+  log_space = space == "log"
+  to_eta = jnp.exp if log_space else (lambda z: z)
+  z0 = jnp.log(schedule) if log_space else schedule
+  dtype = schedule.dtype
+  records = -(-num_steps // record_every)
+  nan = jnp.asarray(jnp.nan, dtype)
+
+  def cond(c):
+    return (c["i"] < num_steps) & ~c["converged"]
+
+  def body(c):
+    i, z, outer_state = c["i"], c["z"], c["outer_state"]
+    eta = to_eta(z)
+    row = jnp.where(i % record_every == 0, eta,
+                    c["history"][i // record_every])
+    history = c["history"].at[i // record_every].set(row)
+    hypergradient = lambda k: schedule_hypergradient(
+        eta, params, inner, loss, sample(k), obj,
+        mode="reverse", checkpoint=checkpoint, segment_length=segment_length,
     )
-    objectives.append(value)
+    if draws == 1:
+      value, grad = hypergradient(jax.random.fold_in(key, i))
+    else:
+      keys = jax.random.split(jax.random.fold_in(key, i), draws)
+      value, grad = jax.tree.map(lambda a: jnp.mean(a, axis=0),
+                                 jax.vmap(hypergradient)(keys))
+    if log_space:
+      grad = grad * eta  # dE/dlog(eta)
+    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+    grad = jnp.where(finite, grad, 0.0)
+    updates, new_state = outer_tx.update(grad, outer_state, z)
+    new_z = optax.apply_updates(z, updates)
+    if not log_space:
+      new_z = optax.projections.projection_non_negative(new_z)
+    keep = lambda new, old: jnp.where(finite, new, old)
+    z = keep(new_z, z)
+    outer_state = jax.tree.map(keep, new_state, outer_state)
+    objectives = c["objectives"].at[i].set(value)
+    # Windowed relative improvement per outer step after i + 1 steps.
+    n = i + 1
+    if 2 * window <= num_steps:
+      prev = jnp.mean(jax.lax.dynamic_slice(objectives, (n - 2 * window,),
+                                            (window,)))
+      last = jnp.mean(jax.lax.dynamic_slice(objectives, (n - window,),
+                                            (window,)))
+      rel = jnp.where(n >= 2 * window,
+                      (prev - last) / (window * jnp.abs(prev)), nan)
+    else:  # too few steps for two windows: no criterion
+      rel = nan
+    relative = c["relative"].at[i].set(rel)
+    converged = jnp.asarray(False) if tol is None else (
+        (n >= 2 * window) & (rel < tol))
     if callback is not None:
-      callback(i, value, schedule)
+      jax.debug.callback(
+          lambda i, v, s, active: callback(i, v, s) if active else None,
+          i, value, to_eta(z), cond(c),
+      )
+    return dict(
+        i=n, z=z, outer_state=outer_state, history=history,
+        objectives=objectives, relative=relative, converged=converged,
+        nonfinite=c["nonfinite"] + (~finite).astype(jnp.int32),
+    )
+
+  carry = dict(
+      i=jnp.asarray(0, jnp.int32), z=z0, outer_state=outer_tx.init(z0),
+      history=jnp.full((records, schedule.shape[0]), nan),
+      objectives=jnp.full(num_steps, nan), relative=jnp.full(num_steps, nan),
+      converged=jnp.asarray(False), nonfinite=jnp.asarray(0, jnp.int32),
+  )
+  c = jax.lax.while_loop(cond, body, carry)
   return LrsOptResult(
-      schedule=schedule,
-      objectives=jnp.stack(objectives),
-      schedules=jnp.stack(schedules),
-      schedule_steps=np.arange(0, num_steps, record_every),
+      schedule=to_eta(c["z"]),
+      objectives=c["objectives"],
+      schedules=c["history"],
+      schedule_steps=jnp.arange(0, num_steps, record_every),
+      relative_improvement=c["relative"],
+      steps_taken=c["i"],
+      converged=c["converged"],
+      nonfinite_count=c["nonfinite"],
   )

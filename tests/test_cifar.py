@@ -235,11 +235,17 @@ def _benchmark_module():
   return module
 
 
-def test_smoke_preset_end_to_end(tmp_path):
-  bench = _benchmark_module()
-  bench.main(["--preset", "smoke", "--out", str(tmp_path), "--no-progress"])
-  with open(tmp_path / "cifar.json") as f:
-    results = json.load(f)
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  """The smoke preset run once, uninterrupted: ``(out folder, results)``."""
+  out = tmp_path_factory.mktemp("smoke")
+  _benchmark_module().main(["--preset", "smoke", "--out", str(out), "--no-progress"])
+  with open(out / "cifar.json") as f:
+    return out, json.load(f)
+
+
+def test_smoke_preset_end_to_end(smoke_run):
+  tmp_path, results = smoke_run
   assert set(results["methods"]) == {"staircase", "marthe"}
   assert results["kappa_source"] == "flag"
   for method, res in results["methods"].items():
@@ -269,3 +275,61 @@ def test_select_kappa_with_selection_module():
   assert kappa == pytest.approx(1e-5)
   cfg_flag = cifar.preset("smoke", kappa=3e-4)
   assert cifar.select_kappa(cfg_flag, prepared) == (3e-4, "flag", {})
+
+
+def _without_times(results):
+  results = json.loads(json.dumps(results))
+  runs = {m: [{k: v for k, v in r.items() if k != "time_s"} for r in res["runs"]]
+          for m, res in results["methods"].items()}
+  return runs, results["kappa"], results["config"]
+
+
+def test_smoke_preset_resumes_bit_for_bit(smoke_run, tmp_path, capsys):
+  _, uninterrupted = smoke_run
+  bench = _benchmark_module()
+  args = ["--preset", "smoke", "--out", str(tmp_path), "--no-progress",
+          "--methods", "marthe,staircase"]
+  # 1: one epoch of MARTHE, checkpointed, then stop.
+  assert bench.main(args + ["--stop-after-epochs", "1"]) is None
+  assert "stopped after 1 epochs" in capsys.readouterr().out
+  assert not (tmp_path / "cifar.json").exists()
+  ckpt = tmp_path / "checkpoints"
+  assert (ckpt / "marthe-seed0" / "state").is_dir()
+  # 2: MARTHE continues from its checkpoint and finishes; one staircase epoch.
+  assert bench.main(args + ["--resume", "--stop-after-epochs", "2"]) is None
+  assert (ckpt / "marthe-seed0" / "record.json").exists()
+  assert not (ckpt / "marthe-seed0" / "state").exists()
+  assert (ckpt / "staircase-seed0" / "state").is_dir()
+  # 3: MARTHE's record is read back; the staircase run finishes.
+  resumed = bench.main(args + ["--resume"])
+  with open(tmp_path / "cifar.json") as f:
+    assert json.load(f) == json.loads(json.dumps(resumed))
+  runs, kappa, config = _without_times(resumed)
+  runs_ref, kappa_ref, config_ref = _without_times(uninterrupted)
+  assert kappa == kappa_ref
+  assert {k: v for k, v in config.items() if k != "methods"} == {
+      k: v for k, v in config_ref.items() if k != "methods"}
+  # MARTHE's rate moved in the second epoch (after the checkpoint) and stayed
+  # positive: the comparison covers the restored hypergradient state.
+  lr_trace = runs["marthe"][0]["lr_trace"]
+  assert lr_trace[1] == pytest.approx(0.1) and 0 < lr_trace[3] < lr_trace[2] < 0.1
+  for method in ("marthe", "staircase"):
+    # Exactly equal: every per-epoch metric and the per-step learning rates.
+    assert runs[method] == runs_ref[method], method
+  print("marthe lr_trace resumed:      ", runs["marthe"][0]["lr_trace"])
+  print("marthe lr_trace uninterrupted:", runs_ref["marthe"][0]["lr_trace"])
+  print("marthe test_acc resumed/uninterrupted:", runs["marthe"][0]["test_acc"],
+        runs_ref["marthe"][0]["test_acc"])
+
+
+def test_resume_with_other_options_is_refused(tmp_path):
+  cfg = cifar.preset("smoke")
+  cifar.Checkpoints(str(tmp_path), cfg)
+  with pytest.raises(ValueError, match="another configuration.*epochs"):
+    cifar.Checkpoints(str(tmp_path), cifar.preset("smoke", epochs=3), resume=True)
+  # Without resume the old checkpoints are cleared.
+  (tmp_path / "marthe-seed0").mkdir()
+  cifar.Checkpoints(str(tmp_path), cifar.preset("smoke", epochs=3))
+  assert not (tmp_path / "marthe-seed0").exists()
+  with pytest.raises(ValueError, match="checkpoint_dir"):
+    cifar.run(cfg, stop_after_epochs=1)

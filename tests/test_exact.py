@@ -316,3 +316,159 @@ def test_random_minibatches_are_epochs_of_permutations():
     exact.random_minibatches((x, y), batch_size=11, num_steps=2)
   with pytest.raises(ValueError, match="leading"):
     exact.random_minibatches((x, y[:5]), batch_size=2, num_steps=2)
+
+
+def _sampler():
+  params, batches, objective = _setup()
+  data = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batches)
+  return params, exact.random_minibatches(data, batch_size=6, num_steps=T), objective
+
+
+def _seed_params(params, n):
+  """``n`` initial weights: the shared ones, scaled per seed."""
+  scales = np.linspace(0.6, 1.4, n)
+  return jax.tree.map(lambda p: np.stack([s * p for s in scales]), params)
+
+
+def test_lrs_opt_vmapped_over_seeds_equals_per_seed_runs():
+  params, sample, objective = _sampler()
+  n = 3
+  batched = _seed_params(params, n)
+  keys = jax.random.split(jax.random.PRNGKey(4), n)
+  starts = np.stack([np.full(T, eta) for eta in (0.05, 0.1, 0.2)])
+  seen = []
+
+  def run(schedule, p, key):
+    return exact.lrs_opt(
+        schedule, p, optax.sgd, _train_loss, sample, objective,
+        num_steps=40, key=key, tol=2e-3, window=4, record_every=5,
+        callback=lambda i, value, s: seen.append(int(i)),
+    )
+
+  together = jax.vmap(run)(starts, batched, keys)
+  calls = len(seen)
+  # The seeds stop on their own criterion, at different steps.
+  taken = np.asarray(together.steps_taken)
+  assert len(set(taken.tolist())) > 1, taken
+  assert np.all(np.asarray(together.converged)) and np.all(taken < 40)
+  # The callback ran once per seed and step taken, not for stopped seeds.
+  assert calls == taken.sum()
+  for j in range(n):
+    alone = run(starts[j], jax.tree.map(lambda a: a[j], batched), keys[j])
+    assert int(alone.steps_taken) == taken[j]
+    for field in ("schedule", "objectives", "schedules",
+                  "relative_improvement"):
+      np.testing.assert_allclose(
+          getattr(together, field)[j], getattr(alone, field), rtol=1e-12,
+          atol=1e-15, err_msg=field)
+    assert bool(alone.converged)
+
+
+def test_lrs_opt_from_a_constant_lowers_e_below_the_constants():
+  params, sample, objective = _sampler()
+  eta0 = 0.05
+  result = exact.lrs_opt(
+      jnp.full(T, eta0), params, optax.sgd, _train_loss, sample, objective,
+      num_steps=60, key=jax.random.PRNGKey(1), draws=2,
+  )
+  assert np.all(result.schedule > 0)
+  # E over 16 minibatch orders that LRS-OPT never drew, the same for both.
+  keys = jax.random.split(jax.random.PRNGKey(99), 16)
+  f = jax.jit(jax.vmap(
+      lambda s, k: exact.schedule_objective(
+          s, params, optax.sgd, _train_loss, sample(k), objective),
+      in_axes=(None, 0)))
+  before = f(jnp.full(T, eta0), keys).mean()
+  after = f(result.schedule, keys).mean()
+  print(f"LRS-OPT (log Adam) from constant {eta0}: mean E {float(before):.4f} "
+        f"-> {float(after):.4f}")
+  assert after < before - 0.05, (before, after)
+
+
+def test_lrs_opt_log_space_step_is_adam_on_log_eta():
+  params, batches, objective = _setup()
+  schedule0, lr = jnp.asarray(_schedule("sgd")), 0.1
+  result = exact.lrs_opt(
+      schedule0, params, optax.sgd, _train_loss, lambda key: batches,
+      objective, num_steps=1, outer=optax.adam(lr), space="log",
+      key=jax.random.PRNGKey(0),
+  )
+  value, grad = exact.schedule_hypergradient(
+      schedule0, params, optax.sgd, _train_loss, batches, objective)
+  tx = optax.adam(lr)
+  log_eta = jnp.log(schedule0)
+  updates, _ = tx.update(grad * schedule0, tx.init(log_eta), log_eta)
+  np.testing.assert_allclose(result.schedule, jnp.exp(log_eta + updates),
+                             rtol=1e-12)
+  np.testing.assert_allclose(result.objectives[0], value, rtol=1e-13)
+  # The default outer optimizer is Adam(DEFAULT_LOG_ADAM_LR) on log(eta).
+  default = exact.lrs_opt(
+      schedule0, params, optax.sgd, _train_loss, lambda key: batches,
+      objective, num_steps=1, key=jax.random.PRNGKey(0),
+  )
+  tx = optax.adam(exact.DEFAULT_LOG_ADAM_LR)
+  updates, _ = tx.update(grad * schedule0, tx.init(log_eta), log_eta)
+  np.testing.assert_allclose(default.schedule, jnp.exp(log_eta + updates),
+                             rtol=1e-12)
+
+
+def test_lrs_opt_stopping_rule_and_curve():
+  params, sample, objective = _sampler()
+  num_steps, window, tol = 50, 5, 2e-4
+  result = exact.lrs_opt(
+      jnp.full(T, 0.01), params, optax.sgd, _train_loss, sample, objective,
+      num_steps=num_steps, key=jax.random.PRNGKey(2), tol=tol, window=window,
+      outer=optax.adam(0.3), space="log",
+  )
+  n = int(result.steps_taken)
+  obj, rel = np.asarray(result.objectives), np.asarray(result.relative_improvement)
+  print(f"stopped after {n} steps; relative improvement per step:", rel[:n])
+  assert bool(result.converged) and 2 * window <= n < num_steps
+  assert np.all(np.isfinite(obj[:n])) and np.all(np.isnan(obj[n:]))
+  assert np.all(np.isnan(rel[: 2 * window - 1])) and np.all(np.isnan(rel[n:]))
+  # rel[i] is the windowed relative improvement per step after step i.
+  for i in range(2 * window - 1, n):
+    prev = obj[i + 1 - 2 * window: i + 1 - window].mean()
+    last = obj[i + 1 - window: i + 1].mean()
+    np.testing.assert_allclose(rel[i], (prev - last) / (window * prev),
+                               rtol=1e-10)
+  # It stopped at the first step below tol.
+  assert rel[n - 1] < tol and np.all(rel[2 * window - 1: n - 1] >= tol)
+  # History rows after the stop are NaN, earlier ones are schedules.
+  rows = np.asarray(result.schedules)
+  assert np.all(np.isfinite(rows[:n])) and np.all(np.isnan(rows[n:]))
+  # Without tol it runs every step.
+  full = exact.lrs_opt(
+      jnp.full(T, 0.01), params, optax.sgd, _train_loss, sample, objective,
+      num_steps=12, key=jax.random.PRNGKey(2), window=window,
+      outer=optax.adam(0.3), space="log",
+  )
+  assert int(full.steps_taken) == 12 and not bool(full.converged)
+  m = min(n, 12)
+  np.testing.assert_allclose(full.objectives[:m], obj[:m], rtol=1e-12)
+
+
+def test_lrs_opt_skips_nonfinite_outer_steps():
+  params, batches, objective = _setup()
+  big = jnp.full(T, 1e300)  # SGD at 1e300 overflows: E is not finite
+  result = exact.lrs_opt(
+      big, params, optax.sgd, _train_loss, lambda key: batches, objective,
+      num_steps=3, key=jax.random.PRNGKey(0),
+  )
+  assert int(result.nonfinite_count) == 3
+  np.testing.assert_allclose(result.schedule, big, rtol=1e-12)  # exp(log(eta))
+
+
+def test_lrs_opt_errors():
+  params, batches, objective = _setup()
+  args = (params, optax.sgd, _train_loss, lambda key: batches, objective)
+  key = jax.random.PRNGKey(0)
+  with pytest.raises(ValueError, match="space"):
+    exact.lrs_opt(jnp.full(T, 0.1), *args, num_steps=1, key=key, space="exp")
+  with pytest.raises(ValueError, match="positive in log space"):
+    exact.lrs_opt(jnp.full(T, 0.1).at[0].set(0.0), *args, num_steps=1,
+                  key=key)
+  with pytest.raises(ValueError, match="window"):
+    exact.lrs_opt(jnp.full(T, 0.1), *args, num_steps=1, key=key, window=0)
+  with pytest.raises(ValueError, match="draws"):
+    exact.lrs_opt(jnp.full(T, 0.1), *args, num_steps=1, key=key, draws=0)

@@ -190,7 +190,7 @@ def test_family_member_is_exactly_hd_and_rtho(arrays, inputs2, factory, mu):
   beta = 1e-2
   hyper = train.Hyper(jnp.full(2, beta), jnp.zeros(2), jnp.full(2, mu))
   ours = train.run_online(arrays, CONFIG, inputs2, jnp.arange(2), hyper, False)
-  ref = train.train(lambda: factory(optax.sgd, CONFIG.learning_rate, beta),
+  ref = train.train(lambda: factory(optax.sgd, CONFIG.learning_rate, hyper_lr=beta),
                     arrays, CONFIG, jax.tree.map(lambda a: a[0], inputs2))
   chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], ours), ref,
                               rtol=1e-5, atol=1e-7)
@@ -257,6 +257,8 @@ def test_tiny_schedules_preset_end_to_end(tmp_path):
     js = json.load(f)
   methods = js["datasets"]["digits"]["methods"]
   expected = [m.name for m in schedules.METHODS] + [schedules.SELECTED]
+  if train.knob_free_available():
+    expected.append(schedules.KNOB_FREE)
   assert list(methods) == expected
   hd = methods["HD"]
   assert hd["grid"] == list(preset.beta_grid)
@@ -266,10 +268,26 @@ def test_tiny_schedules_preset_end_to_end(tmp_path):
   lrs = js["datasets"]["digits"]["lrs_opt"]
   assert np.shape(lrs["schedules"]) == (preset.lrs_opt_seeds, preset.config.steps)
   assert np.shape(lrs["objectives"]) == (preset.lrs_opt_seeds, preset.lrs_opt_steps)
+  # Started from the best constant of the candidates, per seed.
+  starts = np.asarray(lrs["start_schedules"])
+  values = np.asarray(lrs["constant_values"])
+  candidates = np.asarray(lrs["constant_candidates"])
+  assert values.shape == (preset.lrs_opt_seeds, len(candidates))
+  np.testing.assert_allclose(starts[:, 0], candidates[np.argmin(values, 1)], rtol=1e-6)
+  np.testing.assert_allclose(starts, starts[:, :1] * np.ones_like(starts))
+  outcome = out["results"][0].lrs_opt
+  assert np.all(outcome.steps_taken == preset.lrs_opt_steps)  # no tol in tiny
+  summary = lrs["summary"]
+  assert summary["best_online"]["method"] in methods
+  np.testing.assert_allclose(
+      summary["ratio"], summary["lrs_opt_val_loss"] / summary["best_online"]["val_loss"],
+      rtol=1e-5)
+  assert set(js["datasets"]["digits"]["tracking"]) == set(methods)
   assert len(js["datasets"]["digits"]["kappa_selection"]) == preset.seeds
   table = (tmp_path / "table.md").read_text()
   for name in expected + [schedules.LRS_OPT]:
     assert f"| {name} " in table
+  assert "mean |log10(eta/eta_LRS-OPT)|" in table and "x the best online" in table
   assert "± " in logged[0] and preset.note in logged[0]
   # Constant eta keeps eta_0; the online methods move it.
   const = np.asarray(out["results"][0].results["constant"].runs.trace.learning_rate)
@@ -289,6 +307,98 @@ def test_tiny_schedules_preset_end_to_end(tmp_path):
     i = int(np.flatnonzero(marthe.grid == expected)[0])
     np.testing.assert_array_equal(chosen.runs.trace.learning_rate[0, s],
                                   marthe.runs.trace.learning_rate[i, s])
+
+
+def _fake_result(online_rates, lrs_schedules, val_losses, diverged=None):
+  """A DatasetResult with one online method over a grid and LRS-OPT."""
+  online_rates = np.asarray(online_rates, np.float64)  # [G, S, T]
+  g, s, steps = online_rates.shape
+  zeros = np.zeros((g, s))
+  trace = train.Trace(online_rates, *(np.zeros_like(online_rates),) * 4)
+  runs = train.RunResult(
+      trace, zeros, zeros, np.asarray(val_losses, np.float64), zeros, zeros,
+      zeros, zeros, np.zeros((g, s), bool) if diverged is None else diverged)
+  grid = schedules.GridResult("M", "beta", np.logspace(-3, -3 + g - 1, g), runs)
+  lrs_schedules = np.asarray(lrs_schedules, np.float64)
+  n = lrs_schedules.shape[0]
+  lrs_runs = jax.tree.map(lambda a: a[:1, :n], runs)
+  lrs = schedules.LrsOptOutcome(
+      seeds=np.arange(n), schedules=lrs_schedules, objectives=np.zeros((n, 3)),
+      history=np.zeros((n, 1, steps)), history_steps=np.zeros(1),
+      runs=lrs_runs, seconds_per_outer_step=1.0,
+      relative_improvement=np.zeros((n, 3)), steps_taken=np.full(n, 3),
+      converged=np.ones(n, bool), final_slope=np.zeros(n), start="constant eta_0",
+      start_schedules=lrs_schedules, start_runs=lrs_runs, compile_seconds=0.0,
+      nonfinite_count=np.zeros(n, int))
+  return schedules.DatasetResult("d", "d", {"M": grid}, lrs, [], {})
+
+
+def test_tracking_metrics_exact_values():
+  t = np.arange(8.0)
+  lrs = 0.1 * 10.0 ** (-t / 7)  # 0.1 -> 0.01
+  # Seed 0 is LRS-OPT's schedule times 10 (distance 1, correlation 1); seed 1
+  # runs it backwards (distance mean |log10 ratio|, correlation -1).
+  rates = np.stack([10 * lrs, lrs[::-1]])[None]
+  result = _fake_result(rates, np.stack([lrs, lrs]), [[0.5, 0.5]])
+  m = schedules.tracking(result)["M"]
+  expected = np.mean(np.abs(np.log10(lrs[::-1] / lrs)))
+  np.testing.assert_allclose(m["mean_abs_log10"], [1.0, expected], rtol=1e-12)
+  np.testing.assert_allclose(m["correlation"], [1.0, -1.0], rtol=1e-12)
+  # A constant schedule has no correlation; zero rates count as 1e-8.
+  flat = _fake_result(np.zeros((1, 1, 8)), lrs[None], [[0.5]])
+  m = schedules.tracking(flat)["M"]
+  assert np.isnan(m["correlation"][0])
+  np.testing.assert_allclose(m["mean_abs_log10"], np.mean(np.log10(lrs) + 8), rtol=1e-12)
+  rows = schedules.tracking_rows(flat)
+  assert rows[0][3] == "-"
+
+
+def test_best_online_skips_diverged_grid_values_and_uses_the_given_seeds():
+  losses = np.array([[0.1, 0.9], [0.3, 0.3], [0.2, 0.6]])
+  diverged = np.array([[True, False], [False, False], [False, False]])
+  result = _fake_result(np.ones((3, 2, 4)), np.ones((2, 4)), losses, diverged)
+  assert schedules.best_online(result.results)[:2] == ("M", 1)
+  name, i, value = schedules.best_online(result.results, np.array([0]))
+  assert (name, i) == ("M", 2) and value == pytest.approx(0.2)
+
+
+def test_estimate_extrapolates_the_vmapped_lrs_opt_step():
+  preset = schedules.PRESETS["tiny"]
+  logged = []
+  est = schedules.estimate(preset, data.load("digits"), probe_steps=4,
+                           log=logged.append)
+  parts, per = est["seconds"], est["seconds_per_run_step"]
+  steps = preset.config.steps
+  np.testing.assert_allclose(parts["total"], sum(v for k, v in parts.items() if k != "total"))
+  np.testing.assert_allclose(parts["lrs_opt"], preset.lrs_opt_steps * steps * per["lrs_opt_outer_step"])
+  # 'best constant' start: 6 candidates x 2 * draws progressions per seed.
+  runs = preset.lrs_opt_seeds * 6 * 2 * preset.lrs_opt_draws
+  np.testing.assert_allclose(parts["lrs_opt_start"], runs * steps * per["forward_run"])
+  np.testing.assert_allclose(est["cpu_seconds"], parts["total"] * est["probe_cpu_per_wall"])
+  assert est["probe_cpu_seconds"] > 0 and "CPU-hours" in logged[0]
+
+
+def test_lrs_opt_warm_starts_from_the_best_online_schedules():
+  import dataclasses
+  preset = dataclasses.replace(
+      schedules.PRESETS["tiny"], lrs_opt_start="best online", lrs_opt_steps=1)
+  d = data.load("digits")
+  arrays = train.Arrays.from_dataset(d)
+  inputs = train.make_inputs(jnp.arange(2), arrays, preset.config, d.num_classes)
+  steps = preset.config.steps
+  # Grid row 1 has the lowest mean validation loss; its rates become the start
+  # (a zero rate is floored: log space needs eta > 0).
+  rates = np.stack([np.full((2, steps), 0.01), np.linspace(0.0, 0.2, 2 * steps).reshape(2, steps)])
+  fake = _fake_result(rates, np.ones((2, steps)), [[0.5, 0.5], [0.2, 0.3]]).results
+  outcome = schedules.run_lrs_opt(arrays, inputs, preset, results=fake)
+  assert outcome.start == "M beta=1e-02"
+  np.testing.assert_allclose(
+      outcome.start_schedules, np.maximum(rates[1], schedules.LRS_OPT_FLOOR), rtol=1e-6)
+  assert np.all(np.isfinite(outcome.objectives)) and outcome.schedules.shape == (2, steps)
+  with pytest.raises(ValueError, match="needs the online results"):
+    schedules.run_lrs_opt(arrays, inputs, preset)
+  with pytest.raises(ValueError, match="lrs_opt_start must be"):
+    schedules.run_lrs_opt(arrays, inputs, dataclasses.replace(preset, lrs_opt_start="?"))
 
 
 def test_benchmark_cli_overrides(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+import marthe_optax as mo
 from marthe_optax import selection
 from marthe_optax.experiments import lr_free
 from marthe_optax.experiments import schedules
@@ -107,10 +108,37 @@ def test_user_set_counts():
   assert counts == {
       "sgd": 1, "cosine": 2, "sgdr": 3, "hd": 1, "rtho": 1, "marthe": 1,
       "prodigy": 0, "dadapt": 0, "dog": 0, "mechanic": 1, "schedule_free": 1,
-      "schedule_free_default": 0, "plateau": 2,
+      "schedule_free_default": 0, "plateau": 2, "sgd_best": 1,
+      "marthe_kf": 1, "marthe_kf_first_order": 1, "marthe_kf_full": 1,
+      "adam": 1, "marthe_kf_adam": 1,
   }
   selects = {n: m.selects for n, m in lr_free.METHODS.items() if m.selects}
-  assert selects == {"hd": "beta", "rtho": "beta", "marthe": "kappa"}
+  assert selects == {"hd": "beta", "rtho": "beta", "marthe": "kappa",
+                     "sgd_best": "lr"}
+  grids = {n: m.grid for n, m in lr_free.METHODS.items() if m.grid}
+  assert list(grids) == ["sgd_best"]
+  np.testing.assert_allclose(grids["sgd_best"],
+                             10.0 ** np.arange(-3, 1.01, 0.5), rtol=1e-3)
+  tasks = {n: m.tasks for n, m in lr_free.METHODS.items() if m.tasks}
+  assert tasks == {"adam": ("mnist1d-cnn",), "marthe_kf_adam": ("mnist1d-cnn",)}
+  feeds = {n: (m.feed, m.needs_value_fn) for n, m in lr_free.METHODS.items()
+           if m.feed == "objective_value"}
+  assert feeds == {
+      "marthe_kf": ("objective_value", lr_free.KNOB_FREE_NEEDS_VALUE_FN),
+      "marthe_kf_first_order": ("objective_value", False),
+      "marthe_kf_full": ("objective_value", True),
+      "marthe_kf_adam": ("objective_value", lr_free.KNOB_FREE_NEEDS_VALUE_FN),
+  }
+
+
+def test_task_methods_restricts_the_cnn_only_rows():
+  everything = list(lr_free.METHODS)
+  for task in ("digits-mlp", "mnist1d-mlp"):
+    names = lr_free.task_methods(task, everything)
+    assert names == [n for n in everything
+                     if n not in ("adam", "marthe_kf_adam")]
+  assert lr_free.task_methods("mnist1d-cnn", everything) == everything
+  assert lr_free.task_methods("mnist1d-cnn", ["adam", "sgd"]) == ["sgd", "adam"]
 
 
 @pytest.mark.parametrize("name", list(lr_free.METHODS))
@@ -149,8 +177,13 @@ def test_each_wrapper_is_finite_on_a_few_steps(name):
   if name == "plateau":
     np.testing.assert_allclose(
         lrs, CONFIG.learning_rate * float(optax.tree.get(state, "scale")))
-  if name in ("prodigy", "dadapt", "dog", "mechanic"):
+  if name in ("prodigy", "dadapt", "dog", "mechanic") or name.startswith(
+      "marthe_kf"):
     assert np.all(lrs > 0), lrs
+  if name == "sgd_best":  # the traced grid value
+    np.testing.assert_allclose(lrs, 1e-3, rtol=1e-6)
+  if name == "adam":
+    np.testing.assert_allclose(lrs, 1e-3, rtol=1e-6)
 
 
 def test_schedule_free_is_evaluated_at_its_eval_params():
@@ -196,6 +229,92 @@ def test_select_index_takes_the_largest_value_that_does_not_diverge():
   assert chosen is None and i == 9
 
 
+def _prepared(arrays, n_seeds, model="mlp", config=CONFIG):
+  inputs = lr_free.make_inputs(arrays, jnp.arange(n_seeds), model=model,
+                               config=config, num_classes=3)
+  return lr_free.Prepared(lr_free.Task("toy", "toy", model), None, arrays,
+                          inputs, 0.0)
+
+
+def test_best_in_hindsight_takes_the_best_mean_validation_accuracy():
+  val = np.array([[0.5, 0.9], [0.8, 0.7], [0.6, 0.6], [np.nan, 1.0]])
+  assert lr_free.best_in_hindsight(val) == 1  # means 0.7, 0.75, 0.6, nan
+  assert lr_free.best_in_hindsight(val[[0, 2]]) == 0
+  # Ties go to the first row (the smaller rate of an increasing grid).
+  assert lr_free.best_in_hindsight(np.array([[0.5, 0.7], [0.6, 0.6]])) == 0
+  assert lr_free.best_in_hindsight(np.full((3, 2), np.nan)) == 0
+
+
+def test_best_constant_row_reports_the_best_validation_grid_value():
+  """Every grid rate runs for every seed; the reported run is the one of the
+  rate with the best mean validation accuracy, and is constant SGD there."""
+  arrays = _arrays()
+  config = CONFIG._replace(steps=12)
+  prepared = _prepared(arrays, 3, config=config)
+  runner = lr_free.Runner("sgd_best", prepared, config)
+  grid = np.asarray(lr_free.BEST_CONSTANT_GRID)
+  np.testing.assert_allclose(runner.grid, grid)
+  result = lr_free.run_method(runner)
+  assert result.timing.runs_per_seed == len(grid)
+  val = result.candidate_val_accuracy  # [S, C]
+  assert val.shape == result.candidate_diverged.shape == (3, len(grid))
+  i = int(np.argmax(val.mean(0)))
+  assert len(set(val.mean(0).round(6))) > 1  # the choice is not a tie
+  np.testing.assert_allclose(result.selected, grid[i])
+  np.testing.assert_allclose(result.run.val_accuracy, val[:, i])
+  np.testing.assert_allclose(result.run.learning_rate, grid[i], rtol=1e-6)
+  # The same numbers as plain constant SGD at that rate, and at every other
+  # rate of the grid the mean validation accuracy is no better.
+  for j in (i, 0, len(grid) - 1):
+    plain = lr_free.run_rows(
+        arrays, prepared.inputs, jnp.zeros(3), method="sgd", model="mlp",
+        config=config._replace(learning_rate=float(grid[j])))
+    np.testing.assert_allclose(plain.val_accuracy, val[:, j], atol=1e-6)
+    np.testing.assert_array_equal(plain.diverged,
+                                  result.candidate_diverged[:, j])
+    if j == i:
+      np.testing.assert_allclose(plain.test_accuracy,
+                                 result.run.test_accuracy, atol=1e-6)
+    assert plain.val_accuracy.mean() <= val[:, i].mean() + 1e-7
+  # The grid is wide enough to diverge at its top on this problem.
+  assert result.candidate_diverged[:, -1].all()
+
+
+def test_knob_free_value_fn_feed_matches_the_package_default():
+  """The default's feed passes value_fn exactly when the default needs it."""
+  tx = mo.marthe(optax.sgd, learning_rate=0.1)
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  grads = {"w": jnp.full(3, 0.5)}
+  kwargs = dict(val_grads=grads, value=jnp.float32(1.0))
+  if lr_free.KNOB_FREE_NEEDS_VALUE_FN:
+    with pytest.raises(ValueError):
+      tx.update(grads, state, params, **kwargs)
+  else:
+    tx.update(grads, state, params, **kwargs)
+  # Explicit first-order never needs it.
+  tx = mo.marthe(optax.sgd, learning_rate=0.1, first_order=True)
+  tx.update(grads, tx.init(params), params, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["adam", "marthe_kf_adam"])
+def test_cnn_only_rows_run_on_the_cnn(name):
+  arrays = _arrays()
+  config = CONFIG._replace(steps=6)
+  prepared = _prepared(arrays, 2, model="cnn1d", config=config)
+  runner = lr_free.Runner(name, prepared, config)
+  result = lr_free.run_method(runner)
+  run = result.run
+  assert np.all(np.isfinite(run.train_loss)) and not run.diverged.any()
+  lr = np.asarray(run.learning_rate)
+  if name == "adam":
+    np.testing.assert_allclose(lr, 1e-3, rtol=1e-6)
+  else:
+    # eta_0 = 1e-3 in the state; the tangent of Adam's sqrt at zero second
+    # moments is handled by the core, so the rate stays finite and positive.
+    assert np.all(np.isfinite(lr)) and np.all(lr > 0)
+
+
 def test_train_flags_divergence():
   arrays = _arrays()
   model = lr_free.get_model("mlp", CONFIG)
@@ -232,7 +351,9 @@ def test_tiny_preset_end_to_end(tmp_path):
   sizes = (64, *config.hidden, 10)
   assert task["n_params"] == sum(a * b + b for a, b in zip(sizes, sizes[1:]))
   methods = {m["method"]: m for m in task["methods"]}
-  assert list(methods) == list(lr_free.METHODS)
+  assert list(methods) == lr_free.task_methods("digits-mlp",
+                                               list(lr_free.METHODS))
+  assert "adam" not in methods and "marthe_kf" in methods
   assert methods["sgd"]["time"]["run_ratio"] == 1.0
   assert methods["sgd"]["time"]["total_ratio"] == 1.0
   grid = list(lr_free.candidates())
@@ -253,7 +374,25 @@ def test_tiny_preset_end_to_end(tmp_path):
       assert not lr["exposed"] and lr["mean"] is None
     else:
       assert lr["exposed"] and len(lr["mean"]) == steps == len(lr["seed0"])
-    if spec.selects:
+    counts = m["safeguard_count"]
+    if name.startswith("marthe_kf"):  # counted in the state, per seed
+      assert len(counts) == n_seeds and all(c >= 0 for c in counts)
+      assert len(m["nonfinite_count"]) == n_seeds
+    elif not name.startswith(("hd", "rtho", "marthe")):
+      assert counts is None and m["nonfinite_count"] is None
+    if spec.grid is not None:
+      # Every grid value ran for every seed; the best mean validation
+      # accuracy was kept, the same value for every seed.
+      np.testing.assert_allclose(m["candidates"], spec.grid, rtol=1e-6)
+      assert t["runs_per_seed"] == len(spec.grid)
+      val = np.asarray(m["candidate_val_accuracy"], float)  # [S, C]
+      i = int(np.argmax(val.mean(0)))
+      np.testing.assert_allclose(m["selected"], [spec.grid[i]] * n_seeds,
+                                 rtol=1e-6)
+      np.testing.assert_allclose(m["val_accuracy"]["per_seed"], val[:, i],
+                                 rtol=1e-5)
+      np.testing.assert_allclose(lr["mean"], spec.grid[i], rtol=1e-5)
+    elif spec.selects:
       # Candidates ran largest first until every seed had a survivor; each
       # seed kept its largest candidate that did not diverge.
       assert m["selects"] == spec.selects
@@ -286,3 +425,43 @@ def test_tiny_preset_end_to_end(tmp_path):
       head = f.read(8)
     assert head == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(tmp_path / name) > 20_000
+
+
+def test_knob_free_study_tiny(tmp_path):
+  """benchmarks/knob_free_study.py --preset tiny: the sweep's JSON and table."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                      + " --xla_backend_optimization_level=0").strip()
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "benchmarks", "knob_free_study.py"),
+       "--preset", "tiny", "--out", str(tmp_path), "--no-progress"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(tmp_path / "knob_free_study.json") as f:
+    result = json.load(f)
+  task = result["tasks"]["digits-mlp"]
+  assert list(task["references"]) == ["sgd", "prodigy", "sgd_best"]
+  best = task["references"]["sgd_best"]
+  i = int(np.argmax(best["grid_val_mean"]))
+  assert best["selected"] == pytest.approx(best["grid"][i])
+  configs = task["configs"]
+  keys = [(c["mu"], c["first_order"], c["step_size"]) for c in configs]
+  assert keys == [(mu, fo, s) for mu in ("smoothed", 1.0)
+                  for fo in (True, False) for s in (0.01, 0.1)]
+  n_seeds = result["config"]["seeds"]
+  for c in configs:
+    assert len(c["test_accuracy"]) == len(c["val_accuracy"]) == n_seeds
+    assert 0 <= c["diverged"] <= n_seeds
+    assert len(c["safeguard_count"]) == n_seeds
+    assert all(isinstance(k, int) and k >= 0 for k in c["safeguard_count"])
+    np.testing.assert_allclose(c["test_mean"], np.mean(c["test_accuracy"]),
+                               rtol=1e-5)
+  # The traced step size reaches the update: the two step sizes of a
+  # configuration end at different learning rates.
+  for a, b in zip(configs[::2], configs[1::2]):
+    assert a["final_lr"] != b["final_lr"]
+  with open(tmp_path / "knob_free_study.md") as f:
+    table = f.read()
+  assert table.count("| digits-mlp | MARTHE knob-free (SGD) ") == len(configs)
+  with open(tmp_path / "knob_free_study.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"

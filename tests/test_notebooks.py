@@ -6,7 +6,9 @@ The notebooks read ``MARTHE_NOTEBOOK_PRESET``; ``tiny`` runs each in seconds
 not touch the checkout.
 """
 
+import importlib.util
 import os
+import re
 
 import pytest
 
@@ -46,6 +48,59 @@ def test_notebook_is_colab_ready(name):
   code = [c for c in nb.cells if c.cell_type == "code"]
   assert all(c.execution_count for c in code)
   assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs)
+
+
+def _install_cell_requirement(name, monkeypatch, found):
+  """Runs a notebook's install cell with ``%pip`` recorded, not run.
+
+  ``found`` is what ``importlib.util.find_spec`` reports for every module.
+  Returns the requirement that ``%pip install`` received, or ``None``.
+  """
+  transformer = pytest.importorskip("IPython.core.inputtransformer2")
+  cell = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4).cells[1]
+  code = transformer.TransformerManager().transform_cell(cell.source)
+  namespace, calls = {}, []
+
+  class Shell:  # the part of IPython's shell that the cell uses
+
+    def run_line_magic(self, magic, line, _stack_depth=1):
+      expanded = re.sub(r"\$(\w+)", lambda m: str(namespace[m.group(1)]), line)
+      calls.append((magic, expanded))
+
+  namespace["get_ipython"] = Shell
+  with monkeypatch.context() as patch:
+    patch.setattr(importlib.util, "find_spec", lambda module: found)
+    exec(code, namespace)  # pylint: disable=exec-used
+  if not calls:
+    return None
+  ((magic, line),) = calls
+  assert magic == "pip" and line.startswith("install -q "), line
+  return line[len("install -q "):].strip('"')
+
+
+@pytest.mark.parametrize(
+    "name,extras",
+    [("figure1.ipynb", "experiments"), ("figure2.ipynb", "experiments"),
+     ("flax_nnx.ipynb", "flax,experiments")],
+)
+def test_install_cell_sources(name, extras, monkeypatch, tmp_path):
+  # Everything importable (a checkout): nothing is installed.
+  assert _install_cell_requirement(name, monkeypatch, found=True) is None
+  # Missing, no variable set: the package index.
+  monkeypatch.delenv("MARTHE_OPTAX_SOURCE", raising=False)
+  assert _install_cell_requirement(name, monkeypatch, None) == f"marthe-optax[{extras}]"
+  # A local wheel or checkout: a file URL to its absolute path.
+  wheel = tmp_path / "marthe_optax-0.1.0-py3-none-any.whl"
+  monkeypatch.setenv("MARTHE_OPTAX_SOURCE", str(wheel))
+  assert _install_cell_requirement(name, monkeypatch, None) == (
+      f"marthe-optax[{extras}] @ {wheel.as_uri()}"
+  )
+  # A URL, as is.
+  url = "git+https://github.com/marthe-optax/marthe-optax"
+  monkeypatch.setenv("MARTHE_OPTAX_SOURCE", url)
+  assert _install_cell_requirement(name, monkeypatch, None) == (
+      f"marthe-optax[{extras}] @ {url}"
+  )
 
 
 def test_figure1_notebook_runs(tmp_path, monkeypatch):

@@ -28,12 +28,19 @@ Per epoch the run records the training loss, validation loss and accuracy,
 test loss and accuracy, and the learning rate; per step, a subsampled trace of
 the learning rate. :func:`plot` draws the paper's figures 3-4 (accuracy,
 validation loss, one schedule per method).
+
+Long runs checkpoint and resume (:class:`Checkpoints`, with Orbax): every few
+epochs the model and optimizer state, the data order's random generator and
+the records so far are saved; a resumed run continues from the last
+checkpoint and gives the same results as an uninterrupted one.
 """
 
 import dataclasses
 import functools
 import json
 import math
+import os
+import shutil
 import statistics
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -144,12 +151,14 @@ def preset(name: str, experiment: str = "vgg11-cifar10", **overrides) -> Config:
     )
   elif name == "smoke":
     # A three-convolution VGG ('vgg-mini'): compile time dominates here.
+    # kappa: the hypergradients are ~1e2 at once, and 1e-5 or more drives
+    # eta to 0 at the third step; at 1e-9 it moves and stays positive.
     base["model"] = "vgg-mini"
     cfg = Config(
         dataset="synthetic", width=0.0625, epochs=2, batch_size=16,
         val_batch_size=16, eval_batch_size=32, synthetic_sizes=(64, 32, 32),
         max_steps_per_epoch=2, seeds=(0,), staircase_every=1.0, exp_decay=0.5,
-        sgdr_t0=1.0, kappa=1e-4, methods=("staircase", "marthe"), **base,
+        sgdr_t0=1.0, kappa=1e-9, methods=("staircase", "marthe"), **base,
     )
   else:
     raise ValueError(
@@ -382,6 +391,143 @@ def _subsample(trace: list, max_points: int) -> tuple[list, list]:
   return steps, [trace[i] for i in steps]
 
 
+class Stopped(Exception):
+  """Raised by :func:`run` after ``stop_after_epochs`` epochs, once saved."""
+
+
+class Checkpoints:
+  """Periodic checkpoints of the runs of one configuration, and resumption.
+
+  Layout under ``directory``: ``config.json`` (the :class:`Config` they
+  belong to), ``kappa.json`` (MARTHE's selected ``kappa``), and per method and
+  seed a folder ``<method>-seed<seed>/`` with ``state/`` (an Orbax
+  ``CheckpointManager``: the model and optimizer state, and as JSON the
+  epochs done, the records so far and the state of the NumPy generator that
+  draws the minibatches) and, once the run is over, ``record.json``.
+
+  Args:
+    directory: where the checkpoints live.
+    cfg: the configuration of the runs.
+    every: save every ``every`` epochs (and after the last one).
+    resume: continue from what ``directory`` holds (it must belong to
+      ``cfg``); otherwise it is cleared first.
+  """
+
+  def __init__(self, directory: str, cfg: Config, every: int = 1, resume: bool = False):
+    if every < 1:
+      raise ValueError(f"checkpoint every must be >= 1 epoch, got {every}.")
+    self.directory = os.path.abspath(directory)
+    self.every = every
+    config = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    path = os.path.join(self.directory, "config.json")
+    if resume and os.path.exists(path):
+      with open(path) as f:
+        saved = json.load(f)
+      if saved != config:
+        changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        raise ValueError(
+            f"The checkpoints in {self.directory} belong to another configuration "
+            f"(differences: {changed}); resume with the same options, or start over "
+            "without --resume."
+        )
+    elif os.path.exists(self.directory):
+      shutil.rmtree(self.directory)
+    os.makedirs(self.directory, exist_ok=True)
+    _write_json(path, config)
+
+  def _run_dir(self, method: str, seed: int) -> str:
+    return os.path.join(self.directory, f"{method}-seed{seed}")
+
+  def kappa(self) -> Optional[tuple]:
+    """The saved ``(kappa, source, evidence)``, or ``None``."""
+    path = os.path.join(self.directory, "kappa.json")
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      saved = json.load(f)
+    return saved["kappa"], saved["source"], saved["evidence"]
+
+  def save_kappa(self, kappa: float, source: str, evidence: dict) -> None:
+    _write_json(
+        os.path.join(self.directory, "kappa.json"),
+        dict(kappa=kappa, source=source, evidence=evidence),
+    )
+
+  def finished(self, method: str, seed: int) -> Optional[dict]:
+    """The record of a finished run, or ``None``."""
+    path = os.path.join(self._run_dir(method, seed), "record.json")
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f)
+
+  def finish(self, method: str, seed: int, record: dict) -> None:
+    """Saves the record of a finished run and drops its state checkpoints."""
+    _write_json(os.path.join(self._run_dir(method, seed), "record.json"), record)
+    shutil.rmtree(os.path.join(self._run_dir(method, seed), "state"), ignore_errors=True)
+
+  def _manager(self, method: str, seed: int):
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+    return ocp, ocp.CheckpointManager(
+        os.path.join(self._run_dir(method, seed), "state"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1),
+    )
+
+  def restore(self, method: str, seed: int, target: Any) -> Optional[tuple[Any, dict]]:
+    """``(state, meta)`` of the last checkpoint of a run, or ``None``.
+
+    ``target`` is a state of the same structure (the freshly built one).
+    """
+    ocp, manager = self._manager(method, seed)
+    with manager:
+      step = manager.latest_step()
+      if step is None:
+        return None
+      abstract = jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target
+      )
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore(),
+      ))
+    return restored["state"], restored["meta"]
+
+  def save(self, method: str, seed: int, epoch: int, state: Any, meta: dict) -> None:
+    """Saves the state after ``epoch`` epochs (blocking until written)."""
+    ocp, manager = self._manager(method, seed)
+    with manager:
+      manager.save(epoch, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+      ))
+      manager.wait_until_finished()
+
+
+def _write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` as JSON atomically (a crash leaves the old file or none)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f)
+  os.replace(tmp, path)
+
+
+class _Budget:
+  """Counts the epochs trained in this invocation against ``stop_after``."""
+
+  def __init__(self, stop_after: Optional[int]):
+    self.stop_after = stop_after
+    self.epochs = 0
+
+  def spend(self) -> None:
+    self.epochs += 1
+
+  def used_up(self) -> bool:
+    return self.stop_after is not None and self.epochs >= self.stop_after
+
+  def stop(self, where: str) -> Stopped:
+    return Stopped(f"stopped after {self.epochs} epochs in this run ({where}); "
+                   "continue with --resume")
+
+
 def run_one(
     cfg: Config,
     prepared: _Prepared,
@@ -390,10 +536,24 @@ def run_one(
     kappa: Optional[float] = None,
     progress: bool = True,
     max_trace_points: int = 2000,
+    checkpoints: Optional[Checkpoints] = None,
+    budget: Optional[_Budget] = None,
 ) -> dict:
-  """Trains one method from one seed; returns its per-epoch record (JSON-able)."""
+  """Trains one method from one seed; returns its per-epoch record (JSON-able).
+
+  With ``checkpoints``, a finished run is read back, an interrupted one
+  continues from its last checkpoint, and the state is saved every
+  ``checkpoints.every`` epochs. ``budget`` raises :class:`Stopped` (after
+  saving) once it is used up.
+  """
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
 
+  if checkpoints is not None:
+    done = checkpoints.finished(method, seed)
+    if done is not None:
+      return done
+  if budget is not None and budget.used_up():
+    raise budget.stop(f"before {method} seed {seed}")
   spe = prepared.spe
   state, step, evaluate = build(cfg, prepared, method, seed, kappa)
   n_train, n_val = len(prepared.data.x_train), len(prepared.data.x_val)
@@ -403,14 +563,23 @@ def run_one(
       "epoch", "train_loss", "train_ce", "val_loss", "val_acc", "test_loss",
       "test_acc", "lr", "hypergradient",
   )}
-  lr_trace = []
+  lr_trace, first_epoch, elapsed, diverged = [], 0, 0.0, False
+  if checkpoints is not None:
+    restored = checkpoints.restore(method, seed, state)
+    if restored is not None:
+      state, meta = restored
+      first_epoch, record, lr_trace = meta["epoch"], meta["record"], meta["lr_trace"]
+      elapsed, diverged = meta["time_s"], meta["diverged"]
+      rng.bit_generator.state = meta["rng"]
   bar = tqdm(
-      total=cfg.epochs * spe, desc=f"{method} seed {seed}", disable=not progress,
-      leave=False, mininterval=1.0,
+      total=cfg.epochs * spe, initial=first_epoch * spe,
+      desc=f"{method} seed {seed}", disable=not progress, leave=False,
+      mininterval=1.0,
   )
-  start = time.perf_counter()
-  diverged = False
-  for epoch in range(cfg.epochs):
+  start = time.perf_counter() - elapsed
+  for epoch in range(first_epoch, cfg.epochs):
+    if diverged:
+      break
     perm = rng.permutation(n_train)
     epoch_metrics = []
     for i in range(spe):
@@ -434,15 +603,29 @@ def run_one(
     record["test_acc"].append(test_acc)
     record["lr"].append(float(stacked["lr"][-1]))
     record["hypergradient"].append(float(stacked["hypergradient"][-1]))
-    if not np.isfinite(record["train_loss"][-1]):
-      diverged = True
-      break
+    diverged = not np.isfinite(record["train_loss"][-1])
+    if budget is not None:
+      budget.spend()
+    stop = budget is not None and budget.used_up()
+    last = diverged or epoch + 1 == cfg.epochs
+    if checkpoints is not None and not last and (
+        stop or (epoch + 1) % checkpoints.every == 0
+    ):
+      checkpoints.save(method, seed, epoch + 1, state, dict(
+          epoch=epoch + 1, record=record, lr_trace=lr_trace, diverged=diverged,
+          time_s=time.perf_counter() - start, rng=rng.bit_generator.state,
+      ))
+    if stop and not last:
+      bar.close()
+      raise budget.stop(f"{method} seed {seed} at epoch {epoch + 1}")
   bar.close()
   steps, lrs = _subsample(lr_trace, max_trace_points)
   record.update(
       method=method, seed=seed, diverged=diverged, steps_per_epoch=spe,
       lr_trace_step=steps, lr_trace=lrs, time_s=time.perf_counter() - start,
   )
+  if checkpoints is not None:
+    checkpoints.finish(method, seed, record)
   return record
 
 
@@ -524,15 +707,54 @@ def summarize(records: Sequence[dict], key: str) -> dict:
   )
 
 
-def run(cfg: Config, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-  """All methods and seeds of ``cfg``; returns the results (JSON-able)."""
+def run(
+    cfg: Config,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    checkpoint_dir: Optional[str] = None,
+    resume: bool = False,
+    checkpoint_every: int = 1,
+    stop_after_epochs: Optional[int] = None,
+) -> dict:
+  """All methods and seeds of ``cfg``; returns the results (JSON-able).
+
+  Args:
+    cfg: the configuration.
+    progress: show a progress bar per run.
+    log: where the summary lines go.
+    checkpoint_dir: if given, checkpoint every ``checkpoint_every`` epochs
+      there (see :class:`Checkpoints`).
+    resume: continue from the checkpoints in ``checkpoint_dir`` (finished
+      runs are read back, the interrupted one continues); without it they
+      are cleared first.
+    checkpoint_every: epochs between checkpoints.
+    stop_after_epochs: stop (after a checkpoint) once this many epochs have
+      been trained in this call, by raising :class:`Stopped`; continue with
+      ``resume=True``.
+
+  Returns:
+    The results: the configuration, MARTHE's ``kappa`` and its source, and
+    per method the records of every seed and their final summaries.
+  """
+  if stop_after_epochs is not None and checkpoint_dir is None:
+    raise ValueError("stop_after_epochs needs a checkpoint_dir to resume from.")
+  checkpoints = (
+      Checkpoints(checkpoint_dir, cfg, checkpoint_every, resume)
+      if checkpoint_dir is not None
+      else None
+  )
+  budget = _Budget(stop_after_epochs)
   data = load_data(cfg)
   prepared = _Prepared(cfg, data)
-  kappa, kappa_source, evidence = (
-      select_kappa(cfg, prepared)
-      if "marthe" in cfg.methods
-      else (None, "unused", {})
-  )
+  saved_kappa = checkpoints.kappa() if checkpoints is not None else None
+  if saved_kappa is not None:
+    kappa, kappa_source, evidence = saved_kappa
+  elif "marthe" in cfg.methods:
+    kappa, kappa_source, evidence = select_kappa(cfg, prepared)
+  else:
+    kappa, kappa_source, evidence = None, "unused", {}
+  if checkpoints is not None and saved_kappa is None:
+    checkpoints.save_kappa(kappa, kappa_source, evidence)
   log(
       f"{cfg.dataset}/{cfg.model} (width {cfg.width}): {len(data.x_train)} train,"
       f" {len(data.x_val)} val, {len(data.x_test)} test; {prepared.spe} steps "
@@ -545,7 +767,9 @@ def run(cfg: Config, progress: bool = True, log: Callable[[str], None] = print) 
   )
   for method in cfg.methods:
     records = [
-        run_one(cfg, prepared, method, seed, kappa, progress) for seed in cfg.seeds
+        run_one(cfg, prepared, method, seed, kappa, progress,
+                checkpoints=checkpoints, budget=budget)
+        for seed in cfg.seeds
     ]
     summary = {k: summarize(records, k) for k in ("test_acc", "val_loss", "val_acc")}
     results["methods"][method] = dict(runs=records, final=summary)

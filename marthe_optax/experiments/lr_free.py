@@ -14,7 +14,10 @@ on MNIST-1D (:func:`init_cnn1d`).
 
 The methods (:data:`METHODS`):
 
-* fixed schedules of SGD: constant, cosine decay, SGDR;
+* fixed schedules of SGD: constant, cosine decay, SGDR, and the best
+  constant in hindsight: every rate of :data:`BEST_CONSTANT_GRID` trained
+  for every seed, the one with the best mean final validation accuracy
+  reported (all those runs count in its time);
 * hypergradient schedules of SGD, all with ``E`` the validation loss: HD and
   RTHO with a fixed hyper-learning rate ``beta``, and MARTHE (adaptive ``mu``
   and ``beta``) with the step size ``kappa``. ``beta`` and ``kappa`` are
@@ -22,7 +25,15 @@ The methods (:data:`METHODS`):
   :func:`marthe_optax.selection.select_hyper_lr_step`: the candidates of its
   default grid ``1, 0.1, ..., 1e-9`` train over the whole horizon, largest
   first, until one does not diverge (no validation score is looked at; all
-  those runs count in the method's time);
+  those runs count in the method's time); and MARTHE's knob-free mode,
+  ``marthe(sgd, eta_0)`` with nothing else set, also with
+  ``first_order=True`` and ``first_order=False`` explicitly, fed
+  ``val_grads`` of the validation minibatch and ``value=`` the training
+  minibatch loss (its divergence safeguard), and ``value_fn`` only where it
+  forms a Hessian-vector product;
+* on the MNIST-1D CNN only (:attr:`Method.tasks`): Adam at a constant
+  ``1e-3`` and knob-free MARTHE over ``optax.adam`` from ``eta_0 = 1e-3``
+  (Optax's default ``eps_root = 0``);
 * learning-rate-free optimizers of ``optax.contrib`` at their defaults:
   ``prodigy``, ``dadapt_adamw``, ``dog``, ``mechanize(sgd(1.0))``,
   ``schedule_free_sgd`` (evaluated at
@@ -31,7 +42,8 @@ The methods (:data:`METHODS`):
   fed the validation minibatch loss through ``value=``.
 
 Each method reports, over seeds, its final validation and test accuracy, the
-hyperparameters its user had to set (:attr:`Method.user_set`), its wall time
+hyperparameters its user had to set (:attr:`Method.user_set`), its divergence
+safeguard events where it counts them, its wall time
 against constant SGD measured in the same process, and its learning-rate (or
 effective step) trajectory where the method exposes one.
 """
@@ -242,10 +254,14 @@ class Method(NamedTuple):
     family: ``'schedule'`` (SGD with a fixed schedule), ``'hypergradient'``
       (HD / RTHO / MARTHE) or ``'lr-free'`` (``optax.contrib``).
     build: ``build(config, hyper, n_train) -> GradientTransformation``;
-      ``hyper`` is the selected ``beta`` or ``kappa`` (ignored otherwise).
+      ``hyper`` is the selected ``beta`` or ``kappa``, or a value of
+      :attr:`grid` (ignored otherwise).
     feed: what the update receives besides the gradient: ``'none'``,
       ``'objective'`` (``value_fn`` and ``val_grads`` of a validation
-      minibatch) or ``'value'`` (``value=`` the validation minibatch loss).
+      minibatch), ``'objective_value'`` (``val_grads`` of a validation
+      minibatch, ``value=`` the training minibatch loss ``L_t(w_t)`` and,
+      if :attr:`needs_value_fn`, ``value_fn``) or ``'value'`` (``value=``
+      the validation minibatch loss).
     lr: ``lr(state, t, config)``, the learning rate (or effective step) used
       at step ``t``, read after the update; ``nan`` if not exposed.
     user_set: the hyperparameters the user has to set: arguments without a
@@ -254,10 +270,19 @@ class Method(NamedTuple):
       counted (the procedure picks it, on its default grid and divergence
       test, over the whole horizon: nothing more to set).
     selects: ``'beta'`` or ``'kappa'`` when chosen by
-      :func:`~marthe_optax.selection.select_hyper_lr_step`, else ``None``.
+      :func:`~marthe_optax.selection.select_hyper_lr_step`, the name of the
+      hyperparameter that :attr:`grid` holds, else ``None``.
     eval_params: ``eval_params(state, params)``: the params to evaluate
       (schedule-free's averaged sequence); ``None`` for the params themselves.
     notes: a short remark for the report.
+    grid: values of ``hyper`` that are all trained, for every seed, and
+      chosen in hindsight: the value with the best mean (over seeds) final
+      validation accuracy is reported (:func:`best_in_hindsight`); every run
+      counts in the method's time. ``None`` otherwise.
+    tasks: the keys of :data:`TASKS` the method runs on; ``None`` for all.
+    needs_value_fn: whether the ``'objective_value'`` feed passes
+      ``value_fn`` (a method whose tangent forms a Hessian-vector product);
+      a first-order method gets only ``val_grads`` and ``value``.
   """
 
   name: str
@@ -270,6 +295,9 @@ class Method(NamedTuple):
   selects: Optional[str] = None
   eval_params: Optional[Callable[[Any, Any], Any]] = None
   notes: str = ""
+  grid: Optional[tuple] = None
+  tasks: Optional[tuple] = None
+  needs_value_fn: bool = True
 
 
 def _sched_lr(make):
@@ -288,6 +316,26 @@ def _state_lr(state, t, config):
 
 def _sf_eval(state, params):
   return optax.contrib.schedule_free_eval_params(state, params)
+
+
+def _adam_lr(state, t, config):
+  del state, t, config
+  return jnp.asarray(ADAM_LEARNING_RATE, jnp.float32)
+
+
+# Constant SGD "in hindsight": half-decades from 1e-3 to 10, wide enough that
+# the largest rates diverge on every task.
+BEST_CONSTANT_GRID = tuple(
+    float(f"{v:.3g}") for v in 10.0 ** np.arange(-3.0, 1.01, 0.5))
+
+# Whether knob-free MARTHE at its default (``first_order=None``) forms a
+# Hessian-vector product, so that the benchmark must pass ``value_fn``: the
+# default tangent is first order, so it does not.
+KNOB_FREE_NEEDS_VALUE_FN = False
+
+# The Adam inner of the CNN rows: Optax's usual 1e-3 (eps_root = 0, the
+# default).
+ADAM_LEARNING_RATE = 1e-3
 
 
 METHODS = {
@@ -310,22 +358,71 @@ METHODS = {
             notes="3 cycles T0, 2T0, 4T0 covering T",
         ),
         Method(
+            "sgd_best", "SGD best constant (hindsight)", "schedule",
+            lambda c, h, n: optax.inject_hyperparams(optax.sgd)(
+                learning_rate=h),
+            "none", _state_lr, ("learning_rate grid",), selects="lr",
+            grid=BEST_CONSTANT_GRID,
+            notes="every rate of the grid trained; best mean validation "
+            "accuracy reported",
+        ),
+        Method(
             "hd", "HD", "hypergradient",
-            lambda c, h, n: mo.hd(optax.sgd, c.learning_rate, hyper_lr=h), "objective",
+            lambda c, h, n: mo.hd(optax.sgd, c.learning_rate, hyper_lr=h),
+            "objective",
             _state_lr, ("learning_rate",), selects="beta",
             notes="fixed beta from select_hyper_lr_step",
         ),
         Method(
             "rtho", "RTHO", "hypergradient",
-            lambda c, h, n: mo.rtho(optax.sgd, c.learning_rate, hyper_lr=h), "objective",
+            lambda c, h, n: mo.rtho(optax.sgd, c.learning_rate, hyper_lr=h),
+            "objective",
             _state_lr, ("learning_rate",), selects="beta",
             notes="fixed beta from select_hyper_lr_step",
         ),
         Method(
             "marthe", "MARTHE", "hypergradient",
-            lambda c, h, n: mo.marthe(optax.sgd, c.learning_rate, hyper_lr_step=h),
+            lambda c, h, n: mo.marthe(optax.sgd, c.learning_rate,
+                                      hyper_lr_step=h),
             "objective", _state_lr, ("learning_rate",),
             selects="kappa", notes="adaptive mu and beta, kappa selected",
+        ),
+        Method(
+            "marthe_kf", "MARTHE knob-free (SGD)", "hypergradient",
+            lambda c, h, n: mo.marthe(optax.sgd, learning_rate=c.learning_rate),
+            "objective_value", _state_lr, ("learning_rate",),
+            needs_value_fn=KNOB_FREE_NEEDS_VALUE_FN,
+            notes="package defaults; value = training loss",
+        ),
+        Method(
+            "marthe_kf_first_order", "MARTHE knob-free first-order (SGD)",
+            "hypergradient",
+            lambda c, h, n: mo.marthe(optax.sgd, learning_rate=c.learning_rate,
+                                      first_order=True),
+            "objective_value", _state_lr, ("learning_rate",),
+            needs_value_fn=False,
+            notes="first_order=True: no Hessian-vector product, no value_fn",
+        ),
+        Method(
+            "marthe_kf_full", "MARTHE knob-free full (SGD)", "hypergradient",
+            lambda c, h, n: mo.marthe(optax.sgd, learning_rate=c.learning_rate,
+                                      first_order=False),
+            "objective_value", _state_lr, ("learning_rate",),
+            notes="first_order=False: the tangent's Hessian-vector product",
+        ),
+        Method(
+            "adam", "Adam constant 1e-3", "schedule",
+            lambda c, h, n: optax.adam(ADAM_LEARNING_RATE), "none", _adam_lr,
+            ("learning_rate",), tasks=("mnist1d-cnn",),
+            notes="reference of the knob-free Adam row",
+        ),
+        Method(
+            "marthe_kf_adam", "MARTHE knob-free (Adam)", "hypergradient",
+            lambda c, h, n: mo.marthe(optax.adam,
+                                      learning_rate=ADAM_LEARNING_RATE),
+            "objective_value", _state_lr, ("learning_rate",),
+            tasks=("mnist1d-cnn",), needs_value_fn=KNOB_FREE_NEEDS_VALUE_FN,
+            notes="eta_0 = 1e-3, Optax's default eps_root = 0",
         ),
         Method(
             "prodigy", "Prodigy", "lr-free",
@@ -454,6 +551,10 @@ def train_step(
   if method.feed == "objective":
     extra = dict(value_fn=lambda p: loss(p, xb, yb),
                  val_grads=jax.grad(loss)(params, *val_batch))
+  elif method.feed == "objective_value":
+    extra = dict(val_grads=jax.grad(loss)(params, *val_batch), value=value)
+    if method.needs_value_fn:
+      extra["value_fn"] = lambda p: loss(p, xb, yb)
   elif method.feed == "value":
     extra = dict(value=loss(params, *val_batch))
   else:
@@ -525,6 +626,13 @@ class Run(NamedTuple):
     test_accuracy: final test accuracy.
     diverged: a non-finite training loss, or a final validation loss that is
       non-finite or above the initial one.
+    safeguard_count: the ``'safeguard_count'`` of the final optimizer state
+      (MARTHE's knob-free mode: divergence safeguard events); ``nan`` where
+      the state has none.
+    nonfinite_count: the same for ``'nonfinite_count'`` (steps whose
+      hypergradient was not finite).
+    repaired_count: the same for ``'repaired_count'`` (steps where NaN
+      tangent entries at a finite primal were set to their limit 0).
   """
 
   learning_rate: jax.Array
@@ -535,6 +643,15 @@ class Run(NamedTuple):
   test_loss: jax.Array
   test_accuracy: jax.Array
   diverged: jax.Array
+  safeguard_count: jax.Array
+  nonfinite_count: jax.Array
+  repaired_count: jax.Array
+
+
+def _count(state: Any, name: str) -> jax.Array:
+  """``optax.tree.get(state, name)`` as a float; ``nan`` when absent."""
+  value = optax.tree.get(state, name)
+  return jnp.asarray(jnp.nan if value is None else value, jnp.float32)
 
 
 def train(
@@ -547,8 +664,7 @@ def train(
 ) -> Run:
   """One run (:func:`fit`), evaluated at the method's evaluation params.
 
-  Args:
-    method, model, arrays, config, inputs, hyper: as in :func:`fit`.
+  The arguments are those of :func:`fit`.
 
   Returns:
     A :class:`Run`.
@@ -571,7 +687,15 @@ def train(
       test_loss=loss(params, x_te, y_te),
       test_accuracy=acc(params, x_te, y_te),
       diverged=diverged,
+      safeguard_count=_count(state, "safeguard_count"),
+      nonfinite_count=_count(state, "nonfinite_count"),
+      repaired_count=_count(state, "repaired_count"),
   )
+
+
+def get_method(method: "str | Method") -> Method:
+  """``METHODS[method]``, or ``method`` itself if it is a :class:`Method`."""
+  return method if isinstance(method, Method) else METHODS[method]
 
 
 @functools.partial(jax.jit, static_argnames=("method", "model", "config"))
@@ -580,7 +704,7 @@ def run_rows(
     inputs: RunInputs,
     hypers: jax.Array,
     *,
-    method: str,
+    method: "str | Method",
     model: str,
     config: TrainConfig,
 ) -> Run:
@@ -588,9 +712,11 @@ def run_rows(
 
   One compiled program per method; the rows are the seeds (for the
   hypergradient methods ``hypers`` holds one candidate of the selection,
-  the same in every row).
+  the same in every row; for a method with a :attr:`Method.grid`, one value
+  of the grid). ``method`` is a key of :data:`METHODS` or a :class:`Method`
+  (hashable: its fields are strings, tuples and functions).
   """
-  m, net = METHODS[method], get_model(model, config)
+  m, net = get_method(method), get_model(model, config)
   return jax.vmap(lambda i, h: train(m, net, arrays, config, i, h))(
       inputs, hypers)
 
@@ -629,6 +755,26 @@ def select_index(
   except ValueError:  # every candidate diverged
     return None, int(np.argmin(grid))
   return chosen, int(np.argmin(np.abs(np.log(grid) - np.log(chosen.value))))
+
+
+def best_in_hindsight(val_accuracy: np.ndarray) -> int:
+  """The index of the grid value with the best mean final validation accuracy.
+
+  Args:
+    val_accuracy: ``[len(grid), S]`` final validation accuracies, one row
+      per grid value (``nan`` counts as the worst).
+
+  Returns:
+    The row whose mean over seeds is the largest; ties go to the first such
+    row (the smallest learning rate of an increasing grid).
+
+  Examples:
+    >>> import numpy as np
+    >>> best_in_hindsight(np.array([[0.5, 0.7], [0.8, 0.6], [0.9, np.nan]]))
+    1
+  """
+  mean = np.mean(np.asarray(val_accuracy, np.float64), axis=-1)
+  return int(np.argmax(np.where(np.isnan(mean), -np.inf, mean)))
 
 
 # ----------------------------------------------------------------------------
@@ -691,7 +837,11 @@ class MethodResult(NamedTuple):
       candidate diverged), or ``None``.
     candidate_diverged: ``[S, C]`` the selection's divergence verdicts
       (``False`` for candidates below every seed's first survivor, which
-      were not run), or ``None``.
+      were not run; for a :attr:`Method.grid`, :attr:`Run.diverged` of every
+      value), or ``None``.
+    grid: the ``C`` candidates or grid values, or ``None``.
+    candidate_val_accuracy: ``[S, C]`` final validation accuracy of every
+      grid value (methods with a :attr:`Method.grid`), or ``None``.
   """
 
   method: str
@@ -699,6 +849,8 @@ class MethodResult(NamedTuple):
   timing: Timing
   selected: Optional[np.ndarray]
   candidate_diverged: Optional[np.ndarray]
+  grid: Optional[np.ndarray] = None
+  candidate_val_accuracy: Optional[np.ndarray] = None
 
 
 class Prepared(NamedTuple):
@@ -759,7 +911,9 @@ def _execute(compiled, arrays, parts, hyper, n):
 class Runner:
   """A method compiled for a task: executes its seeds' runs (and selection).
 
-  Plain methods run every seed once. HD, RTHO and MARTHE follow the paper's
+  Plain methods run every seed once. A method with a :attr:`Method.grid`
+  runs every value of its grid for every seed (one compiled program, the
+  value a traced argument). HD, RTHO and MARTHE follow the paper's
   selection over :func:`candidates`, "start high and decimate until training
   does not diverge": candidate after candidate, largest first, each trained
   for every seed over the whole horizon, until every seed has a candidate
@@ -769,18 +923,23 @@ class Runner:
   winner's run is the trained model). Every run counts in the method's time.
 
   Attributes:
-    method: the key in :data:`METHODS`.
+    method: the key in :data:`METHODS` (or the :class:`Method`'s name).
+    spec: the :class:`Method`.
+    grid: the values of ``hyper`` it may run (``[0]`` for plain methods).
     compile_s: seconds spent compiling.
   """
 
-  def __init__(self, method: str, prepared: Prepared, config: TrainConfig,
-               chunk: Optional[int] = None):
+  def __init__(self, method: "str | Method", prepared: Prepared,
+               config: TrainConfig, chunk: Optional[int] = None):
     """Compiles ``method`` for ``prepared`` (``chunk`` rows per call)."""
-    self.method = method
-    self.spec = METHODS[method]
+    self.spec = get_method(method)
+    self.method = self.spec.name
     self.arrays = prepared.arrays
     self.n_seeds = len(prepared.inputs.batches)
-    self.grid = candidates() if self.spec.selects else np.zeros(1)
+    if self.spec.grid is not None:
+      self.grid = np.asarray(self.spec.grid, np.float64)
+    else:
+      self.grid = candidates() if self.spec.selects else np.zeros(1)
     self.parts, _ = _chunks(prepared.inputs, chunk)
     size = len(self.parts[0].batches)
     self.hypers = [jax.device_put(np.full(size, v, np.float32))
@@ -789,15 +948,19 @@ class Runner:
     self.compiled = run_rows.lower(
         self.arrays, self.parts[0], self.hypers[0], method=method,
         model=prepared.task.model, config=config).compile()
+    self.task = prepared.task.name
     self.compile_s = time.perf_counter() - t0
 
   def execute(self) -> Run:
-    """The runs, ``[tried, S, ...]``: candidates in decreasing order until
-    every seed has a survivor (one "candidate" for plain methods)."""
+    """The runs, ``[tried, S, ...]``: every value of a :attr:`Method.grid`;
+    candidates in decreasing order until every seed has a survivor; or one
+    "candidate" for plain methods."""
     runs = []
     for hyper in self.hypers:
       runs.append(_execute(self.compiled, self.arrays, self.parts, hyper,
                            self.n_seeds))
+      if self.spec.grid is not None:
+        continue
       if not self.spec.selects:
         break
       curves = np.stack([r.train_loss for r in runs])  # [tried, S, steps]
@@ -845,9 +1008,17 @@ def run_method(
   ref_s = float(np.median(ref_samples)) if ref_samples else run_s
   m, grid, n_seeds = runner.spec, runner.grid, runner.n_seeds
   tried = len(run.train_loss)
-  selected = diverged = None
+  selected = diverged = candidate_val = None
   select_s = 0.0
-  if m.selects:
+  if m.grid is not None:
+    t0 = time.perf_counter()
+    i = best_in_hindsight(run.val_accuracy)
+    selected = np.full(n_seeds, grid[i])
+    diverged = np.asarray(run.diverged).T  # [S, C]
+    candidate_val = np.asarray(run.val_accuracy).T
+    run = jax.tree.map(lambda a: a[i], run)
+    select_s = time.perf_counter() - t0
+  elif m.selects:
     t0 = time.perf_counter()
     picks, selected, diverged = [], [], []
     for s in range(n_seeds):
@@ -871,6 +1042,8 @@ def run_method(
                     tuple(samples)),
       selected=selected,
       candidate_diverged=diverged,
+      grid=grid if m.selects else None,
+      candidate_val_accuracy=candidate_val,
   )
 
 
@@ -893,7 +1066,7 @@ def summarize(result: MethodResult, sgd: Timing) -> dict:
   divided by the number of candidates tried). SGD's run time is the one
   measured next to the method's (:attr:`Timing.reference_s`).
   """
-  m, r, t = METHODS[result.method], result.run, result.timing
+  m, r, t = get_method(result.method), result.run, result.timing
   lr = r.learning_rate
   has_lr = bool(np.isfinite(lr).any())
   stat = lambda a: dict(mean=float(np.mean(a)), std=float(np.std(a)),
@@ -907,14 +1080,18 @@ def summarize(result: MethodResult, sgd: Timing) -> dict:
       n_user_set=len(m.user_set),
       selects=m.selects,
       selected=result.selected,
-      candidates=candidates() if m.selects else None,
+      candidates=result.grid,
       candidate_diverged=result.candidate_diverged,
+      candidate_val_accuracy=result.candidate_val_accuracy,
       val_accuracy=stat(r.val_accuracy),
       test_accuracy=stat(r.test_accuracy),
       val_loss=stat(r.val_loss),
       test_loss=stat(r.test_loss),
       diverged=int(np.sum(r.diverged)),
       seeds=int(len(r.val_accuracy)),
+      safeguard_count=_counts(r.safeguard_count),
+      nonfinite_count=_counts(r.nonfinite_count),
+      repaired_count=_counts(r.repaired_count),
       time=dict(
           compile_s=t.compile_s, run_s=t.run_s, select_s=t.select_s,
           total_s=t.total_s, runs_per_seed=t.runs_per_seed,
@@ -933,9 +1110,17 @@ def summarize(result: MethodResult, sgd: Timing) -> dict:
   )
 
 
+def _counts(values: np.ndarray) -> Optional[list]:
+  """Per-seed event counts as ints; ``None`` where the state has none."""
+  values = np.asarray(values, np.float64)
+  if not np.all(np.isfinite(values)):
+    return None
+  return [int(v) for v in values]
+
+
 TABLE_HEADER = (
     "task", "method", "val acc %", "test acc %", "# set", "selected",
-    "time x SGD", "run x SGD", "diverged", "final lr",
+    "time x SGD", "run x SGD", "diverged", "safeguards", "final lr",
 )
 
 
@@ -961,9 +1146,27 @@ def table_rows(tasks: dict) -> list[list[str]]:
           str(s["n_user_set"]), _selected_text(s),
           f"{s['time']['total_ratio']:.2f}", f"{s['time']['run_ratio']:.2f}",
           f"{s['diverged']}/{s['seeds']}",
+          "-" if s["safeguard_count"] is None else str(
+              sum(s["safeguard_count"])),
           "-" if final is None or not math.isfinite(final) else f"{final:.2e}",
       ])
   return rows
+
+
+def task_methods(task: str, methods: Sequence[str]) -> list[str]:
+  """The methods run on ``task``: ``'sgd'`` first, then those of ``methods``
+  whose :attr:`Method.tasks` admits ``task``, in order.
+
+  Examples:
+    >>> task_methods("digits-mlp", ["prodigy", "marthe_kf_adam", "sgd"])
+    ['sgd', 'prodigy']
+    >>> task_methods("mnist1d-cnn", ["marthe_kf_adam"])
+    ['sgd', 'marthe_kf_adam']
+  """
+  return ["sgd"] + [
+      m for m in methods
+      if m != "sgd" and (METHODS[m].tasks is None or task in METHODS[m].tasks)
+  ]
 
 
 def run_benchmark(
@@ -980,7 +1183,8 @@ def run_benchmark(
 
   Args:
     tasks: keys of :data:`TASKS`.
-    methods: keys of :data:`METHODS` (``'sgd'`` is always run, first).
+    methods: keys of :data:`METHODS` (``'sgd'`` is always run, first; a
+      method whose :attr:`Method.tasks` excludes a task skips it).
     config: the inner problem shared by all tasks and methods.
     seeds: the seeds.
     chunk: rows per compiled call (``None``: all at once).
@@ -991,7 +1195,6 @@ def run_benchmark(
   Returns:
     ``{task: {'dataset', 'model', 'n_params', 'setup_s', 'methods': [...]}}``.
   """
-  methods = ["sgd"] + [m for m in methods if m != "sgd"]
   for name in methods:
     if name not in METHODS:
       raise ValueError(f"Unknown method {name!r}; choose from {list(METHODS)}.")
@@ -1000,7 +1203,7 @@ def run_benchmark(
     task = TASKS[task_name]
     prepared = prepare(task, config, seeds)
     results, reference = [], None
-    for name in methods:
+    for name in task_methods(task_name, methods):
       runner = Runner(name, prepared, config, chunk)
       results.append(run_method(runner, reference, repeats, min_timing_s))
       reference = reference or runner  # constant SGD, compiled first

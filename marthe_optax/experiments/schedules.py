@@ -81,6 +81,9 @@ METHODS = (
     Method("MARTHE", "kappa", True),
 )
 SELECTED = "MARTHE (selected kappa)"
+KNOB_FREE = "MARTHE knob-free"
+"""``mo.marthe(optax.sgd, eta_0)`` in its knob-free mode: one setting, no
+grid (run when the installed ``marthe`` has that mode)."""
 LRS_OPT = "LRS-OPT"
 
 
@@ -89,21 +92,38 @@ class Preset:
   """Sizes of the experiment.
 
   Attributes:
-    name: ``'tiny'``, ``'fast'`` or ``'paper'``.
+    name: ``'tiny'``, ``'fast'``, ``'medium'`` or ``'paper'``.
     datasets: dataset names (see :func:`marthe_optax.experiments.data.load`).
     config: the inner problem.
     seeds: seeds of every online method.
     beta_grid: hyper-learning rates (HD, RTHO, fixed ``mu``, ``h_mu``).
     kappa_grid: step sizes of the hyper-learning rate (MARTHE).
-    lrs_opt_seeds: seeds of LRS-OPT (the first ones of ``seeds``).
-    lrs_opt_steps: outer iterations of LRS-OPT.
-    lrs_opt_lr: step size of LRS-OPT's outer Adam.
+    lrs_opt_seeds: seeds of LRS-OPT (the first ones of ``seeds``), run
+      together in one compiled program (``jax.vmap`` of
+      :func:`marthe_optax.exact.lrs_opt`).
+    lrs_opt_steps: the most outer iterations of LRS-OPT.
+    lrs_opt_lr: initial step size of LRS-OPT's outer Adam on ``log(eta)``
+      (cosine decay to a tenth of it over ``lrs_opt_steps``).
     selection_steps: training steps that the kappa selection watches for
       divergence (``T``, the whole run, in every preset: on MNIST-1D a
       128-step prefix let through step sizes that diverged later).
       The ``kappa`` grid doubles as the selection's candidates.
     chunk: runs per compiled call (bounds memory; ``None``: all at once).
     note: what differs from the paper.
+    lrs_opt_tol: LRS-OPT stops once ``E`` improves by less than this
+      fraction per outer step (windowed, see
+      :func:`marthe_optax.exact.lrs_opt`); ``None``: all ``lrs_opt_steps``.
+    lrs_opt_window: the window of that criterion, in outer steps.
+    lrs_opt_draws: minibatch progressions averaged per outer step.
+    lrs_opt_start: ``'constant'`` (``eta_0 * ones(T)``, the paper's),
+      ``'best constant'`` (per seed, the constant among ``eta_0 * 10^(k/2)``,
+      ``k = 0..5``, with the lowest mean ``E`` over ``2 * lrs_opt_draws``
+      fresh minibatch progressions: see
+      :func:`best_constant`) or ``'best online'`` (each seed's schedule of
+      the online method and grid value with the lowest mean final validation
+      loss).
+    lrs_opt_checkpoint: rematerialise each step in LRS-OPT's backward pass
+      (saves memory; on the small nets it only costs time).
   """
 
   name: str
@@ -118,6 +138,11 @@ class Preset:
   selection_steps: int
   chunk: Optional[int]
   note: str
+  lrs_opt_tol: Optional[float] = None
+  lrs_opt_window: int = 10
+  lrs_opt_draws: int = 1
+  lrs_opt_start: str = "constant"
+  lrs_opt_checkpoint: bool = True
 
 
 def _decades(lo: int, hi: int, per_decade: int = 1) -> tuple:
@@ -133,13 +158,17 @@ PRESETS = {
         seeds=2,
         beta_grid=(1e-3, 1e-1),
         kappa_grid=(1e-5, 1e-1),
-        lrs_opt_seeds=1,
-        lrs_opt_steps=2,
-        lrs_opt_lr=1e-2,
+        lrs_opt_seeds=2,
+        lrs_opt_steps=4,
+        lrs_opt_lr=0.05,
         selection_steps=24,
         chunk=None,
         note="smoke test only: T=24, MLP 3x16, 2 seeds, 2 grid values, "
-        "LRS-OPT 1 seed x 2 outer steps",
+        "LRS-OPT 2 seeds x 4 outer steps",
+        lrs_opt_window=1,
+        lrs_opt_draws=2,
+        lrs_opt_start="best constant",
+        lrs_opt_checkpoint=False,
     ),
     "fast": Preset(
         name="fast",
@@ -148,14 +177,45 @@ PRESETS = {
         seeds=3,
         beta_grid=_decades(-6, 0),
         kappa_grid=_decades(-9, 0),
-        lrs_opt_seeds=2,
+        lrs_opt_seeds=3,
         lrs_opt_steps=40,
-        lrs_opt_lr=2.5e-3,
+        lrs_opt_lr=0.05,
         selection_steps=512,
         chunk=64,
         note="T=512 and batch 100 as the paper, but MLP 3x64 (paper 3x500), "
-        "3 seeds (paper 20), decade grids, LRS-OPT 2 seeds x 40 outer Adam "
-        "steps (paper 4 x 5000): LRS-OPT is far from converged",
+        "3 seeds (paper 20), decade grids; LRS-OPT on all 3 seeds, at most 40 "
+        "outer steps of Adam on log(eta) from the best constant, 2 "
+        "minibatch draws per step, stopping at 0.1 % improvement per step "
+        "(paper: 4 seeds x 5000 projected-gradient steps from eta_0)",
+        lrs_opt_tol=1e-3,
+        lrs_opt_window=10,
+        lrs_opt_draws=2,
+        lrs_opt_start="best constant",
+        lrs_opt_checkpoint=False,
+    ),
+    "medium": Preset(
+        name="medium",
+        datasets=("digits", "mnist1d"),
+        config=train_lib.TrainConfig(steps=512, hidden=(500, 500, 500)),
+        seeds=5,
+        beta_grid=(1e-6, 1e-4, 1e-2),
+        kappa_grid=(1e-8, 1e-5, 1e-2),
+        lrs_opt_seeds=2,
+        lrs_opt_steps=20,
+        lrs_opt_lr=0.05,
+        selection_steps=512,
+        chunk=48,
+        note="figure 2 at the paper's network size: T=512, batch 100, MLP "
+        "3x500, eta_0=0.01, but 5 seeds (paper 20) and coarse grids (beta "
+        "every second decade, kappa every third); LRS-OPT on the first 2 "
+        "seeds, at most 20 outer steps of Adam on log(eta) from the best "
+        "constant, stopping at 0.1 % improvement per step (paper: 4 seeds x "
+        "5000 projected-gradient steps from eta_0)",
+        lrs_opt_tol=1e-3,
+        lrs_opt_window=5,
+        lrs_opt_draws=1,
+        lrs_opt_start="best constant",
+        lrs_opt_checkpoint=True,
     ),
     "paper": Preset(
         name="paper",
@@ -166,11 +226,18 @@ PRESETS = {
         kappa_grid=_decades(-9, 0, 2),
         lrs_opt_seeds=4,
         lrs_opt_steps=5000,
-        lrs_opt_lr=1e-3,
+        lrs_opt_lr=0.05,
         selection_steps=512,
         chunk=40,
         note="the paper's sizes: T=512, batch 100, MLP 3x500, 20 seeds, "
-        "half-decade grids, LRS-OPT 4 seeds x 5000 outer steps",
+        "half-decade grids, LRS-OPT 4 seeds x at most 5000 outer steps (Adam "
+        "on log(eta) from eta_0 as the paper, stopping at 0.01 % improvement "
+        "per step)",
+        lrs_opt_tol=1e-4,
+        lrs_opt_window=50,
+        lrs_opt_draws=1,
+        lrs_opt_start="constant",
+        lrs_opt_checkpoint=True,
     ),
 }
 
@@ -205,13 +272,32 @@ class LrsOptOutcome(NamedTuple):
   Attributes:
     seeds: ``[S']`` seeds.
     schedules: ``[S', T]`` the optimized schedules.
-    objectives: ``[S', outer_steps]`` ``E(w_T)`` along the outer iterations.
+    objectives: ``[S', outer_steps]`` ``E(w_T)`` along the outer iterations
+      (the convergence curve; NaN after a seed stopped).
     history: ``[S', R, T]`` schedules recorded along the outer iterations.
     history_steps: ``[R]`` the outer steps of ``history``.
     runs: the schedules evaluated on each seed's minibatch progression, a
       :class:`~marthe_optax.experiments.train.RunResult` of ``[1, S']``
       arrays.
-    seconds_per_outer_step: measured, excluding the first (compiling) step.
+    seconds_per_outer_step: the compiled program's run time (compilation
+      excluded) over the outer steps of the longest-running seed: the seeds
+      run together, so this is the cost of one outer step of all of them.
+    relative_improvement: ``[S', outer_steps]`` the windowed relative
+      improvement of ``E`` per outer step (NaN where undefined).
+    steps_taken: ``[S']`` outer steps run.
+    converged: ``[S']`` whether the tolerance stopped the seed.
+    final_slope: ``[S']`` the last finite relative improvement per outer
+      step: the convergence curve's final slope.
+    start: what the schedules started from (``'constant eta_0'`` or
+      ``'<method> <grid value>'``).
+    start_schedules: ``[S', T]`` the initial schedules.
+    start_runs: the initial schedules evaluated like ``runs``.
+    compile_seconds: compilation of the vmapped program.
+    nonfinite_count: ``[S']`` outer steps skipped for a non-finite
+      objective or hypergradient.
+    constant_candidates: ``[C]`` the constants a ``'best constant'`` start
+      compared (``None`` otherwise).
+    constant_values: ``[S', C]`` their mean ``E`` per seed.
   """
 
   seeds: np.ndarray
@@ -221,6 +307,17 @@ class LrsOptOutcome(NamedTuple):
   history_steps: np.ndarray
   runs: train_lib.RunResult
   seconds_per_outer_step: float
+  relative_improvement: np.ndarray
+  steps_taken: np.ndarray
+  converged: np.ndarray
+  final_slope: np.ndarray
+  start: str
+  start_schedules: np.ndarray
+  start_runs: train_lib.RunResult
+  compile_seconds: float
+  nonfinite_count: np.ndarray
+  constant_candidates: Optional[np.ndarray] = None
+  constant_values: Optional[np.ndarray] = None
 
 
 class DatasetResult(NamedTuple):
@@ -338,19 +435,102 @@ def select_kappa(
   return chosen, int(np.argmin(np.abs(np.log(grid) - np.log(chosen.value))))
 
 
+def _final_slope(relative: np.ndarray) -> np.ndarray:
+  """The last finite entry of each row (NaN for a row without one)."""
+  out = np.full(relative.shape[0], np.nan)
+  for j, row in enumerate(relative):
+    finite = np.flatnonzero(np.isfinite(row))
+    if finite.size:
+      out[j] = row[finite[-1]]
+  return out
+
+
+def best_online(
+    results: dict, seeds: Optional[np.ndarray] = None
+) -> tuple[str, int, float]:
+  """The online (method, grid index) with the lowest mean final validation
+  loss over ``seeds`` (default: all), skipping grid values where a seed
+  diverged. Returns ``(method, grid index, mean validation loss)``."""
+  best = (None, -1, np.inf)
+  for name, g in results.items():
+    loss = np.asarray(g.runs.val_loss, np.float64)
+    diverged = np.asarray(g.runs.diverged)
+    if seeds is not None:
+      loss, diverged = loss[:, seeds], diverged[:, seeds]
+    for i in range(loss.shape[0]):
+      value = loss[i].mean()
+      if not diverged[i].any() and np.isfinite(value) and value < best[2]:
+        best = (name, i, float(value))
+  return best
+
+
+def best_constant(
+    params: models.Params,
+    keys: jax.Array,
+    sample: Callable[[jax.Array], tuple],
+    objective: Callable[[models.Params], jax.Array],
+    steps: int,
+    candidates: np.ndarray,
+    draws: int,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Per seed, the constant learning rate among ``candidates`` with the lowest
+  mean ``E(w_T)`` over ``draws`` fresh minibatch progressions (the same
+  draws for every candidate), by forward training runs only.
+
+  Args:
+    params: the seeds' ``w_0`` (leading axis ``S'``).
+    keys: ``[S']`` keys of the draws.
+    sample: ``sample(key) -> batches`` (e.g.
+      :func:`marthe_optax.exact.random_minibatches`).
+    objective: ``E(params)``.
+    steps: ``T``.
+    candidates: ``[C]`` constant learning rates.
+    draws: progressions per (seed, candidate).
+
+  Returns:
+    ``([S'] best constants, [S', C] mean E of every candidate)``.
+  """
+  loss = lambda p, b: models.cross_entropy(p, b[0], b[1])
+
+  def value(p, key, eta, sample, objective):
+    return exact.schedule_objective(
+        jnp.full(steps, eta, jnp.float32), p, optax.sgd, loss, sample(key),
+        objective)
+
+  def seed_values(p, key, sample, objective):
+    draw_keys = jax.random.split(key, draws)
+    per = jax.vmap(jax.vmap(value, (None, 0, None, None, None)),
+                   (None, None, 0, None, None))
+    return per(p, draw_keys, jnp.asarray(candidates, jnp.float32), sample,
+               objective).mean(axis=1)
+
+  values = np.asarray(jax.jit(jax.vmap(seed_values, (0, 0, None, None)))(
+      params, keys, sample, objective), np.float64)
+  values = np.where(np.isfinite(values), values, np.inf)
+  return np.asarray(candidates)[np.argmin(values, axis=1)], values
+
+
+LRS_OPT_FLOOR = 1e-6
+"""Warm starts are clipped to at least this rate (``log`` needs ``eta > 0``)."""
+
+
 def run_lrs_opt(
     arrays: train_lib.Arrays,
     inputs: train_lib.RunInputs,
     preset: Preset,
     progress: Optional[Progress] = None,
+    results: Optional[dict] = None,
 ) -> LrsOptOutcome:
   """LRS-OPT (:func:`marthe_optax.exact.lrs_opt`) for the first seeds.
 
-  From ``eta = eta_0 * ones(T)`` and the seed's ``w_0``: ``lrs_opt_steps``
-  outer steps of Adam (step size ``preset.lrs_opt_lr``; non-finite
-  hypergradients skipped) projected onto ``eta >= 0``, on the exact
+  From ``preset.lrs_opt_start`` (``eta_0 * ones(T)``; the best constant of
+  :func:`best_constant`; or each seed's schedule of the best online method
+  in ``results``, see :func:`best_online`) and the seed's ``w_0``: at most ``lrs_opt_steps`` outer steps of Adam on ``log(eta)``
+  (step size ``preset.lrs_opt_lr``, cosine decay to a tenth), on the exact
   reverse-mode hypergradient of the whole-validation-set loss at ``w_T``,
-  with fresh random minibatches at every outer step.
+  averaged over ``lrs_opt_draws`` fresh random minibatch progressions per
+  outer step, stopping on ``lrs_opt_tol``. The seeds run together: one
+  ``jax.vmap`` of :func:`~marthe_optax.exact.lrs_opt`, compiled once.
   """
   config = preset.config
   seeds = np.arange(preset.lrs_opt_seeds, dtype=np.int32)
@@ -361,44 +541,87 @@ def run_lrs_opt(
   sample = exact.random_minibatches(
       (arrays.x_train, arrays.y_train), config.batch_size, config.steps
   )
-  record_every = max(1, preset.lrs_opt_steps // 20)
-  schedules, objectives, history, step_times = [], [], [], []
+  params = jax.tree.map(lambda a: a[seeds], inputs.params)
+  keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 1))(seeds)
+  candidates = constant_values = None
+  if preset.lrs_opt_start == "constant":
+    start = "constant eta_0"
+    starts = np.full((len(seeds), config.steps), config.learning_rate)
+  elif preset.lrs_opt_start == "best constant":
+    candidates = config.learning_rate * np.logspace(0, 2.5, 6)
+    best, constant_values = best_constant(
+        params, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys), sample,
+        objective, config.steps, candidates, 2 * preset.lrs_opt_draws)
+    start = "best constant (per seed: " + ", ".join(
+        report.format_value(float(f"{b:.2g}")) for b in best) + ")"
+    starts = best[:, None] * np.ones(config.steps)
+  elif preset.lrs_opt_start == "best online":
+    if not results:
+      raise ValueError("lrs_opt_start='best online' needs the online results.")
+    name, i, _ = best_online(results, seeds)
+    g = results[name]
+    start = f"{name} {g.grid_kind}={report.format_value(g.grid[i])}"
+    starts = np.asarray(g.runs.trace.learning_rate[i, seeds], np.float64)
+  else:
+    raise ValueError(
+        "lrs_opt_start must be 'constant', 'best constant' or 'best online'; "
+        f"got {preset.lrs_opt_start!r}.")
+  starts = np.maximum(starts, LRS_OPT_FLOOR).astype(np.float32)
   progress = progress or Progress(0, enabled=False)
-  for seed in seeds:
-    params = jax.tree.map(lambda a: a[seed], inputs.params)
-    times = [time.perf_counter()]
+  steps = preset.lrs_opt_steps
+  outer = optax.adam(optax.cosine_decay_schedule(
+      preset.lrs_opt_lr, steps, alpha=0.1))
 
-    def callback(i, value, schedule, times=times):
-      del i, schedule
-      value = float(value)  # waits for the step: honest timing
-      times.append(time.perf_counter())
-      progress.update(1, lrs_opt_seed=int(seed), E=f"{value:.3f}")
+  def callback(i, value, schedule):
+    del i, schedule
+    progress.update(1, E=f"{float(value):.3f}")
 
-    res = exact.lrs_opt(
-        jnp.full(config.steps, config.learning_rate), params, optax.sgd, loss,
-        sample, objective,
-        num_steps=preset.lrs_opt_steps,
-        outer=optax.apply_if_finite(optax.adam(preset.lrs_opt_lr), 10),
-        key=jax.random.fold_in(jax.random.key(seed), 1),
-        record_every=record_every, callback=callback,
+  def one(schedule, params, key, sample, objective):
+    return exact.lrs_opt(
+        schedule, params, optax.sgd, loss, sample, objective,
+        num_steps=steps, outer=outer, space="log", key=key,
+        tol=preset.lrs_opt_tol, window=preset.lrs_opt_window,
+        draws=preset.lrs_opt_draws, record_every=max(1, steps // 20),
+        checkpoint=preset.lrs_opt_checkpoint,
+        callback=callback if progress.enabled else None,
     )
-    schedules.append(np.asarray(res.schedule))
-    objectives.append(np.asarray(res.objectives))
-    history.append(np.asarray(res.schedules))
-    step_times.extend(np.diff(times)[1:])
-  schedules = np.stack(schedules)
-  runs = train_lib.run_schedule(
-      arrays, config, inputs, jnp.asarray(seeds), jnp.asarray(schedules)
+
+  program = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None)))
+  args = (starts, params, keys, sample, objective)
+  t = time.perf_counter()
+  compiled = program.lower(*args).compile()
+  compile_seconds = time.perf_counter() - t
+  t = time.perf_counter()
+  res = jax.tree.map(np.asarray, compiled(*args))
+  run_seconds = time.perf_counter() - t
+  taken = res.steps_taken.astype(int)
+  progress.update(int(np.sum(steps - taken)))  # seeds that stopped early
+  evaluated = train_lib.run_schedule(
+      arrays, config, inputs, jnp.asarray(np.concatenate([seeds, seeds])),
+      jnp.asarray(np.concatenate([res.schedule, starts])),
   )
-  runs = jax.tree.map(lambda a: np.asarray(a)[None], runs)
+  evaluated = jax.tree.map(np.asarray, evaluated)
+  runs = jax.tree.map(lambda a: a[None, : len(seeds)], evaluated)
+  start_runs = jax.tree.map(lambda a: a[None, len(seeds):], evaluated)
   return LrsOptOutcome(
       seeds=seeds,
-      schedules=schedules,
-      objectives=np.stack(objectives),
-      history=np.stack(history),
-      history_steps=np.asarray(res.schedule_steps),
+      schedules=res.schedule,
+      objectives=res.objectives,
+      history=res.schedules,
+      history_steps=np.asarray(res.schedule_steps)[0],
       runs=runs,
-      seconds_per_outer_step=float(np.mean(step_times)) if step_times else float("nan"),
+      seconds_per_outer_step=run_seconds / max(1, int(taken.max())),
+      relative_improvement=res.relative_improvement,
+      steps_taken=taken,
+      converged=res.converged,
+      final_slope=_final_slope(res.relative_improvement),
+      start=start,
+      start_schedules=starts,
+      start_runs=start_runs,
+      compile_seconds=compile_seconds,
+      nonfinite_count=res.nonfinite_count,
+      constant_candidates=candidates,
+      constant_values=constant_values,
   )
 
 
@@ -406,6 +629,7 @@ def total_tasks(preset: Preset) -> int:
   """Units of the progress bar per dataset: online training runs, one per
   seed's kappa selection, and LRS-OPT outer steps."""
   grid = sum(len(_grid_of(m, preset)) for m in METHODS)
+  grid += train_lib.knob_free_available()
   return (grid + 1) * preset.seeds + preset.lrs_opt_seeds * preset.lrs_opt_steps
 
 
@@ -445,8 +669,16 @@ def run_dataset(
       selected=marthe.grid[np.array(rows)],
   )
   seconds["kappa_selection"] = time.perf_counter() - t
+  if train_lib.knob_free_available():
+    t = time.perf_counter()
+    runs = train_lib.run_knob_free(
+        arrays, preset.config, inputs, jnp.arange(preset.seeds))
+    results[KNOB_FREE] = GridResult(
+        KNOB_FREE, "none", np.zeros(1), jax.tree.map(lambda a: np.asarray(a)[None], runs))
+    progress.update(preset.seeds)
+    seconds["knob_free"] = time.perf_counter() - t
   t = time.perf_counter()
-  lrs = run_lrs_opt(arrays, inputs, preset, progress)
+  lrs = run_lrs_opt(arrays, inputs, preset, progress, results)
   seconds["lrs_opt"] = time.perf_counter() - t
   return DatasetResult(
       dataset.name, dataset.describe(), results, lrs, selections, seconds
@@ -462,59 +694,111 @@ def estimate(
   """Extrapolates the preset's run time on one dataset from short probes.
 
   Times (after compilation) one chunk of ``preset.chunk`` vmapped runs of
-  each family for ``probe_steps`` steps, and one exact reverse-mode schedule
-  hypergradient over ``probe_steps`` steps (LRS-OPT's outer step), then
-  scales linearly to ``T`` steps and the preset's numbers of runs and outer
-  steps. Compilation time is not included.
+  each family for ``probe_steps`` steps; one outer step of LRS-OPT as
+  :func:`run_lrs_opt` runs it (the exact reverse-mode hypergradient, vmapped
+  over the ``lrs_opt_seeds`` seeds and ``lrs_opt_draws`` draws, with the
+  preset's checkpointing) over ``probe_steps`` steps; and the forward runs of
+  a ``'best constant'`` start. Scales linearly to ``T`` steps and to the
+  preset's numbers of runs, and gives LRS-OPT's time for ``lrs_opt_steps``
+  outer steps (the most; with ``lrs_opt_tol`` it may stop earlier, after
+  ``2 * lrs_opt_window`` at the least). Compilation time is not included.
+
+  The probes' CPU time is measured too: on a machine shared with other jobs
+  the wall-time extrapolation overstates the cost, and the CPU-hours (the
+  wall-time total times the cores the probes used on average) are the
+  figure to divide by the cores of an idle machine.
 
   Returns:
-    Seconds per part and in total, and the measured per-run-step costs.
+    Seconds per part and in total, the measured per-run-step costs, the
+    probes' CPU time and cores used, and the total in CPU-seconds.
   """
   arrays = train_lib.Arrays.from_dataset(dataset)
   config = preset.config._replace(steps=probe_steps)
-  inputs = train_lib.make_inputs(jnp.arange(1), arrays, config, dataset.num_classes)
+  lrs_seeds = preset.lrs_opt_seeds
+  inputs = train_lib.make_inputs(
+      jnp.arange(lrs_seeds), arrays, config, dataset.num_classes)
   n = preset.chunk or 8
   seeds = jnp.zeros(n, jnp.int32)
   hyper = train_lib.Hyper(jnp.full(n, 1e-4), jnp.zeros(n), jnp.full(n, 0.9))
 
+  cpu = []  # the probes' CPU time, in the order of the wall times
+
   def timed(fn, *args):
     jax.block_until_ready(fn(*args))  # compile
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     jax.block_until_ready(fn(*args))
+    cpu.append(time.process_time() - c)
     return time.perf_counter() - t
 
   per = {}
   for adaptive in (False, True):
     t = timed(lambda: train_lib.run_online(arrays, config, inputs, seeds, hyper, adaptive))
     per["adaptive" if adaptive else "fixed"] = t / (n * probe_steps)
-  params = jax.tree.map(lambda a: a[0], inputs.params)
-  batches = exact.random_minibatches(
-      (arrays.x_train, arrays.y_train), config.batch_size, probe_steps
-  )(jax.random.key(0))
+  sample = exact.random_minibatches(
+      (arrays.x_train, arrays.y_train), config.batch_size, probe_steps)
   objective = jax.tree_util.Partial(
       lambda x, y, p: models.cross_entropy(p, x, y), arrays.x_val, arrays.y_val)
-  hypergrad = jax.jit(lambda s, p, b, o: exact.schedule_hypergradient(
-      s, p, optax.sgd, lambda q, bb: models.cross_entropy(q, bb[0], bb[1]), b, o))
-  t = timed(hypergrad, jnp.full(probe_steps, 0.01), params, batches, objective)
-  per["lrs_opt"] = t / probe_steps
+  loss = lambda q, bb: models.cross_entropy(q, bb[0], bb[1])
+  draws = preset.lrs_opt_draws
+
+  def outer_step(p, key, sample, objective):
+    keys = jax.random.split(key, draws)
+    return jax.vmap(lambda k: exact.schedule_hypergradient(
+        jnp.full(probe_steps, 0.01), p, optax.sgd, loss, sample(k), objective,
+        checkpoint=preset.lrs_opt_checkpoint))(keys)
+
+  keys = jax.random.split(jax.random.key(0), lrs_seeds)
+  t = timed(jax.jit(jax.vmap(outer_step, (0, 0, None, None))),
+            inputs.params, keys, sample, objective)
+  per["lrs_opt_outer_step"] = t / probe_steps
+  candidates = 6 if preset.lrs_opt_start == "best constant" else 0
+  forward_runs = lrs_seeds * candidates * 2 * draws
+  if forward_runs:
+    runs = jax.jit(jax.vmap(
+        lambda p, k, sample, objective: exact.schedule_objective(
+            jnp.full(probe_steps, 0.01), p, optax.sgd, loss, sample(k),
+            objective), (None, 0, None, None)))
+    t = timed(runs, jax.tree.map(lambda a: a[0], inputs.params),
+              jax.random.split(jax.random.key(1), n), sample, objective)
+    per["forward_run"] = t / (n * probe_steps)
   steps = preset.config.steps
   fixed_runs = sum(len(_grid_of(m, preset)) for m in METHODS if not m.adaptive_mu)
   adaptive_runs = sum(len(_grid_of(m, preset)) for m in METHODS if m.adaptive_mu)
+  outer = steps * per["lrs_opt_outer_step"]
   parts = {
       "fixed_mu_methods": fixed_runs * preset.seeds * steps * per["fixed"],
       "adaptive_mu_methods": adaptive_runs * preset.seeds * steps * per["adaptive"],
-      "lrs_opt": preset.lrs_opt_seeds * preset.lrs_opt_steps * steps * per["lrs_opt"],
+      "lrs_opt_start": forward_runs * steps * per.get("forward_run", 0.0),
+      "lrs_opt": preset.lrs_opt_steps * outer,
   }
   parts["total"] = sum(parts.values())
+  # CPU time over wall time of the probes: about the cores used when the
+  # machine is idle; well below it when other jobs share the cores, and then
+  # the wall-time extrapolation overstates an idle machine's time.
+  cpu_per_wall = sum(cpu) / (sum(per[k] * probe_steps * (
+      n if k in ("fixed", "adaptive", "forward_run") else 1) for k in per))
+  earliest = (2 * preset.lrs_opt_window * outer
+              if preset.lrs_opt_tol is not None else parts["lrs_opt"])
   log(
       f"estimate for preset {preset.name} on {dataset.describe()} "
       f"({jax.default_backend()}, from {probe_steps}-step probes, chunks of {n}, "
       "compilation excluded): "
       + ", ".join(f"{k} {v / 3600:.2f} h" for k, v in parts.items())
-      + "; seconds per run-step: "
+      + f" (LRS-OPT: {preset.lrs_opt_steps} outer steps at most, "
+      f"{outer:.1f} s each for its {lrs_seeds} seeds x {draws} draws; "
+      f"{earliest / 3600:.2f} h if the tolerance stops it at the earliest); "
+      "seconds per run-step: "
       + ", ".join(f"{k} {v:.2e}" for k, v in per.items())
+      + f"; the probes used {cpu_per_wall:.2f} CPU cores on average "
+      f"(CPU time {sum(cpu):.1f} s over their wall time; "
+      f"{os.cpu_count()} cores here), so the total is "
+      f"{parts['total'] * cpu_per_wall / 3600:.2f} CPU-hours"
   )
-  return {"seconds": parts, "seconds_per_run_step": per}
+  return {"seconds": parts, "seconds_per_run_step": per,
+          "probe_cpu_seconds": sum(cpu), "probe_cpu_per_wall": cpu_per_wall,
+          "cpu_seconds": parts["total"] * cpu_per_wall,
+          "lrs_opt_seconds_per_outer_step": outer,
+          "lrs_opt_earliest_seconds": earliest}
 
 
 # ----------------------------------------------------------------------------
@@ -535,8 +819,15 @@ def summary_rows(result: DatasetResult) -> list:
     runs = jax.tree.map(lambda a: a[i], g.runs)
     rows.append(_row(result.dataset, name, value, runs))
   lrs = jax.tree.map(lambda a: a[0], result.lrs_opt.runs)
-  rows.append(_row(result.dataset, LRS_OPT, f"{result.lrs_opt.objectives.shape[1]} outer steps", lrs))
+  rows.append(_row(result.dataset, LRS_OPT, _lrs_opt_label(result.lrs_opt), lrs))
   return rows
+
+
+def _lrs_opt_label(lrs: LrsOptOutcome) -> str:
+  taken = lrs.steps_taken
+  steps = (f"{int(taken.min())}" if taken.min() == taken.max()
+           else f"{int(taken.min())}-{int(taken.max())}")
+  return f"{steps} outer steps from {lrs.start}"
 
 
 def _row(dataset: str, name: str, value: str, runs: train_lib.RunResult) -> list:
@@ -544,8 +835,125 @@ def _row(dataset: str, name: str, value: str, runs: train_lib.RunResult) -> list
       dataset, name, value,
       report.mean_std(runs.val_accuracy),
       report.mean_std(runs.test_accuracy),
+      _loss(runs.val_loss),
       f"{int(np.sum(runs.diverged))}/{np.size(runs.diverged)}",
   ]
+
+
+def _loss(values: np.ndarray) -> str:
+  """``'mean ± std'`` of losses; ``'nan'`` or ``'> 1e3'`` when diverged."""
+  values = np.asarray(values, np.float64)
+  if not np.all(np.isfinite(values)):
+    return "nan"
+  if values.mean() > 1e3:
+    return "> 1e3"
+  return report.mean_std(values, scale=1.0, digits=3)
+
+
+TRACKING_FLOOR = 1e-8
+"""Rates below this (zero, or negative) count as this in the log-scale
+tracking metrics."""
+
+
+def tracking(result: DatasetResult) -> dict:
+  """How closely each online schedule tracks LRS-OPT's, seed by seed.
+
+  For each method at its best grid value (as in the summary table) and each
+  LRS-OPT seed: the mean over the steps of ``|log10(eta_t / eta_t^LRS-OPT)|``
+  (0: identical; 1: a factor 10 apart on average) and the Pearson
+  correlation over the steps of ``log10 eta_t`` with ``log10
+  eta_t^LRS-OPT`` (the shape, whatever the scale; NaN for a constant
+  schedule: one whose log10 varies by less than 1e-6). Rates are floored at :data:`TRACKING_FLOOR`.
+
+  Returns:
+    ``{method: {'mean_abs_log10': [S'], 'correlation': [S']}}``.
+  """
+  lrs = result.lrs_opt
+  ref = np.log10(np.maximum(np.asarray(lrs.schedules, np.float64), TRACKING_FLOOR))
+  out = {}
+  for name, g in result.results.items():
+    i = g.best_index()
+    eta = np.asarray(g.runs.trace.learning_rate[i][lrs.seeds], np.float64)
+    log_eta = np.log10(np.maximum(np.nan_to_num(eta, nan=TRACKING_FLOOR),
+                                  TRACKING_FLOOR))
+    dist = np.mean(np.abs(log_eta - ref), axis=1)
+    corr = np.full(len(lrs.seeds), np.nan)
+    for j in range(len(lrs.seeds)):
+      if np.ptp(log_eta[j]) > 1e-6 and np.ptp(ref[j]) > 1e-6:  # not constant
+        corr[j] = np.corrcoef(log_eta[j], ref[j])[0, 1]
+    out[name] = {"mean_abs_log10": dist, "correlation": corr}
+  return out
+
+
+TRACKING_HEADER = ["data", "method", "mean |log10(eta/eta_LRS-OPT)|",
+                   "corr(log eta, log eta_LRS-OPT)"]
+
+
+def tracking_rows(result: DatasetResult) -> list:
+  """One row per method: the :func:`tracking` metrics, mean ± std over the
+  LRS-OPT seeds."""
+  rows = []
+  for name, m in tracking(result).items():
+    corr = m["correlation"]
+    rows.append([
+        result.dataset, name,
+        report.mean_std(m["mean_abs_log10"], scale=1.0, digits=2),
+        "-" if np.all(np.isnan(corr)) else report.mean_std(
+            corr[np.isfinite(corr)], scale=1.0, digits=2),
+    ])
+  return rows
+
+
+def lrs_opt_summary(result: DatasetResult) -> dict:
+  """LRS-OPT's final validation loss against the best online method's, on
+  the LRS-OPT seeds, and its convergence.
+
+  Returns:
+    A dict: ``best_online`` (method, grid value, mean validation loss over
+    the LRS-OPT seeds, every grid value of every method where no seed
+    diverged), ``lrs_opt_val_loss``, ``start_val_loss`` (the initial
+    schedule's), ``ratio`` (LRS-OPT over best online), ``steps_taken``,
+    ``converged``, ``final_slope`` (relative improvement per outer step at
+    the end), ``seconds_per_outer_step`` and ``compile_seconds``.
+  """
+  lrs = result.lrs_opt
+  name, i, value = best_online(result.results, lrs.seeds)
+  g = result.results[name]
+  mine = float(np.mean(lrs.runs.val_loss))
+  return {
+      "best_online": {"method": name, "grid_kind": g.grid_kind,
+                      "grid_value": float(g.grid[i]), "val_loss": value},
+      "lrs_opt_val_loss": mine,
+      "start_val_loss": float(np.mean(lrs.start_runs.val_loss)),
+      "ratio": mine / value,
+      "steps_taken": lrs.steps_taken,
+      "converged": lrs.converged,
+      "final_slope": lrs.final_slope,
+      "seconds_per_outer_step": lrs.seconds_per_outer_step,
+      "compile_seconds": lrs.compile_seconds,
+  }
+
+
+def lrs_opt_lines(results: Sequence[DatasetResult]) -> str:
+  """A line per dataset: LRS-OPT against the best online method."""
+  lines = []
+  for r in results:
+    m = lrs_opt_summary(r)
+    b = m["best_online"]
+    lines.append(
+        f"{r.dataset}: LRS-OPT mean final val loss {m['lrs_opt_val_loss']:.4f} "
+        f"(start {m['start_val_loss']:.4f}) = {m['ratio']:.3f} x the best "
+        f"online method's {b['val_loss']:.4f} ({b['method']}"
+        + ("" if b["grid_kind"] == "none" else
+           f" {b['grid_kind']}={report.format_value(b['grid_value'])}")
+        + f") on seeds "
+        f"{list(map(int, r.lrs_opt.seeds))}; outer steps "
+        f"{list(map(int, m['steps_taken']))}, converged "
+        f"{list(map(bool, m['converged']))}, final slope "
+        + ", ".join(f"{v:.1e}" for v in m["final_slope"])
+        + f" per outer step; {m['seconds_per_outer_step']:.2f} s per outer "
+        f"step of all seeds (+{m['compile_seconds']:.0f} s compilation)")
+  return "\n".join(lines)
 
 
 def full_rows(result: DatasetResult) -> list:
@@ -563,7 +971,8 @@ def full_rows(result: DatasetResult) -> list:
   return rows
 
 
-TABLE_HEADER = ["data", "method", "grid value", "val acc %", "test acc %", "diverged"]
+TABLE_HEADER = ["data", "method", "grid value", "val acc %", "test acc %",
+                "val loss", "diverged"]
 
 
 def tables(results: Sequence[DatasetResult]) -> tuple[str, str]:
@@ -571,6 +980,12 @@ def tables(results: Sequence[DatasetResult]) -> tuple[str, str]:
   summary = report.format_table(TABLE_HEADER, [r for d in results for r in summary_rows(d)])
   full = report.format_table(TABLE_HEADER, [r for d in results for r in full_rows(d)])
   return summary, full
+
+
+def tracking_table(results: Sequence[DatasetResult]) -> str:
+  """The :func:`tracking` metrics of every method and dataset."""
+  return report.format_table(
+      TRACKING_HEADER, [r for d in results for r in tracking_rows(d)])
 
 
 def to_json(results: Sequence[DatasetResult], preset: Preset, extra: dict) -> dict:
@@ -587,9 +1002,18 @@ def to_json(results: Sequence[DatasetResult], preset: Preset, extra: dict) -> di
           "first) on the MARTHE grid runs' first selection_steps training "
           "losses; divergence there = minibatch training loss > 2x the "
           "first or non-finite",
-          "lrs_opt": "exact.lrs_opt, Adam(lrs_opt_lr) wrapped in "
-          "apply_if_finite, projection eta >= 0, fresh minibatches per outer "
-          "step, E = whole validation set",
+          "lrs_opt": "exact.lrs_opt vmapped over the LRS-OPT seeds (one "
+          "compiled program), Adam on log(eta) from lrs_opt_lr with cosine "
+          "decay to a tenth over lrs_opt_steps, hypergradient averaged over "
+          "lrs_opt_draws fresh minibatch progressions per outer step, "
+          "stopping when the windowed relative improvement per outer step "
+          "falls below lrs_opt_tol, started from lrs_opt_start, E = whole "
+          "validation set; evaluated (and so is its start) on each seed's "
+          "own minibatch progression like the online methods",
+          "tracking": "per method at its best grid value and LRS-OPT seed: "
+          "mean over steps of |log10(eta/eta_LRS-OPT)| and the Pearson "
+          "correlation of log10 eta with log10 eta_LRS-OPT (rates floored "
+          "at 1e-8)",
           "metrics": "final accuracies and losses on the whole validation and "
           "test sets; accuracies are fractions",
       },
@@ -617,12 +1041,18 @@ def to_json(results: Sequence[DatasetResult], preset: Preset, extra: dict) -> di
             for s in d.selections
         ],
         "lrs_opt": {
-            **{k: v for k, v in d.lrs_opt._asdict().items() if k != "runs"},
+            **{k: v for k, v in d.lrs_opt._asdict().items()
+               if k not in ("runs", "start_runs")},
             "evaluation": {
                 **{k: v for k, v in d.lrs_opt.runs._asdict().items() if k != "trace"},
                 "trace": d.lrs_opt.runs.trace._asdict(),
             },
+            "start_evaluation": {
+                k: v for k, v in d.lrs_opt.start_runs._asdict().items()
+                if k != "trace"},
+            "summary": lrs_opt_summary(d),
         },
+        "tracking": tracking(d),
     }
   return out
 
@@ -636,15 +1066,32 @@ def plot_dataset(result: DatasetResult, path: str, seed: int = 0) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  fig, axes = plt.subplots(1, 4, figsize=(24, 4.8))
+  fig, axes = plt.subplots(1, 5, figsize=(30, 4.8))
   lrs = result.lrs_opt
   ax = axes[0]
   for s, sched in zip(lrs.seeds, lrs.schedules):
     ax.plot(sched, label=f"seed {s}")
   ax.set(xlabel="step t", ylabel="learning rate",
          title=f"{result.dataset}: LRS-OPT schedules "
-         f"({lrs.objectives.shape[1]} outer steps)")
+         f"({_lrs_opt_label(lrs)})")
   ax.legend(fontsize=8)
+
+  ax = axes[4]
+  w = max(1, min(lrs.objectives.shape[1] // 4, 10))
+  for s, curve, slope in zip(lrs.seeds, lrs.objectives, lrs.final_slope):
+    curve = curve[np.isfinite(curve)]
+    line, = ax.plot(curve, lw=0.6, alpha=0.5)
+    if curve.size >= w:
+      smooth = np.convolve(curve, np.ones(w) / w, mode="valid")
+      ax.plot(np.arange(w - 1, curve.size), smooth, color=line.get_color(),
+              lw=2, label=f"seed {s} (final slope {slope:.1e}/step)")
+  best = lrs_opt_summary(result)["best_online"]
+  ax.axhline(best["val_loss"], color="gray", ls=":",
+             label=f"best online ({best['method']}), final val loss")
+  ax.set(yscale="log", xlabel="outer step",
+         ylabel="E(w_T) on that step's minibatches",
+         title=f"LRS-OPT convergence (thick: {w}-step mean)")
+  ax.legend(fontsize=7)
 
   colors = dict(zip(list(result.results) + [LRS_OPT], plt.cm.tab10.colors))
   ax = axes[1]
@@ -678,6 +1125,9 @@ def plot_dataset(result: DatasetResult, path: str, seed: int = 0) -> None:
                   [sel.runs.val_accuracy.mean() * 100],
                   yerr=[sel.runs.val_accuracy.std() * 100], fmt="*", ms=12,
                   color=colors[SELECTED], label=f"{SELECTED} (geom. mean kappa)")
+    if KNOB_FREE in result.results:
+      ax.axhline(result.results[KNOB_FREE].runs.val_accuracy.mean() * 100,
+                 color=colors[KNOB_FREE], ls="-.", label=KNOB_FREE)
     ax.axhline(const * 100, color="gray", ls=":", label="constant eta_0")
     ax.axhline(lrs_acc * 100, color="k", ls="--", label=LRS_OPT)
     ax.set(xscale="log", xlabel=kind, ylabel="final validation accuracy %",
@@ -726,6 +1176,8 @@ def run(
     bar.close()
   seconds = time.perf_counter() - t0
   summary, full = tables(results)
+  track = tracking_table(results)
+  lrs_lines = lrs_opt_lines(results)
   files = []
   for r in results:
     path = os.path.join(out_dir, f"figure2_{r.dataset}.png")
@@ -744,7 +1196,9 @@ def run(
   )
   text = (
       f"{header}\n\nEach method at its best grid value (mean validation "
-      f"accuracy):\n\n{summary}\n\nEvery grid value:\n\n{full}\n"
+      f"accuracy):\n\n{summary}\n\n{lrs_lines}\n\nHow closely each "
+      f"method's schedule (best grid value) tracks LRS-OPT's, mean ± std over "
+      f"the LRS-OPT seeds:\n\n{track}\n\nEvery grid value:\n\n{full}\n"
   )
   path = os.path.join(out_dir, "table.md")
   with open(path, "w") as f:
@@ -754,9 +1208,12 @@ def run(
   report.write_json(path, to_json(results, preset, {
       "seconds": seconds,
       "backend": jax.default_backend(),
-      "tables": {"summary": summary, "full": full},
+      "tables": {"summary": summary, "full": full, "tracking": track,
+                 "lrs_opt": lrs_lines},
   }))
   files.append(path)
-  log(f"{header}\n\n{summary}\n\n(full table in {out_dir}/table.md)")
+  log(f"{header}\n\n{summary}\n\n{lrs_lines}\n\n{track}\n\n"
+      f"(full table in {out_dir}/table.md)")
   return {"results": results, "summary": summary, "full": full,
-          "seconds": seconds, "files": files}
+          "tracking": track, "lrs_opt": lrs_lines, "seconds": seconds,
+          "files": files}

@@ -223,6 +223,7 @@ def train(
     *,
     uses_objective: bool = True,
     schedule: Optional[jax.Array] = None,
+    extra_args: Sequence[str] = ("value_fn", "val_grads"),
 ) -> RunResult:
   """One training run, ``lax.scan`` over ``config.steps`` steps.
 
@@ -233,10 +234,14 @@ def train(
     config: the inner problem (``config.steps`` may be shorter than the
       progressions in ``inputs``: the first steps are used).
     inputs: the seed's :class:`RunInputs`.
-    uses_objective: whether the optimizer takes ``value_fn`` and ``val_grads``
-      (the online methods); ``False`` for plain Optax optimizers.
+    uses_objective: whether the optimizer takes the ``extra_args`` (the
+      online methods); ``False`` for plain Optax optimizers.
     schedule: the learning rate of each step, recorded in the trace when the
       optimizer's state does not hold a ``learning_rate`` (LRS-OPT schedules).
+    extra_args: which keyword arguments ``update`` receives: ``'value_fn'``
+      (the minibatch training loss as a function of the params),
+      ``'val_grads'`` (the gradient of ``E`` on the step's validation
+      minibatch) and ``'value'`` (the minibatch training loss ``L_t(w_t)``).
 
   Returns:
     A :class:`RunResult`.
@@ -257,11 +262,13 @@ def train(
     if uses_objective:
       xv, yv = (x_val, y_val) if config.val_batch_size is None else (
           x_val[vidx], y_val[vidx])
+      extra = {
+          "value_fn": lambda: (lambda p: loss(p, xb, yb)),
+          "val_grads": lambda: jax.grad(loss)(params, xv, yv),
+          "value": lambda: value,
+      }
       updates, state = tx.update(
-          grads, state, params,
-          value_fn=lambda p: loss(p, xb, yb),
-          val_grads=jax.grad(loss)(params, xv, yv),
-      )
+          grads, state, params, **{k: extra[k]() for k in extra_args})
     else:
       updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, updates)
@@ -351,6 +358,37 @@ def run_online(
     )
 
   return jax.vmap(one)(seeds, hyper)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def run_knob_free(
+    arrays: Arrays,
+    config: TrainConfig,
+    inputs: RunInputs,
+    seeds: jax.Array,
+) -> RunResult:
+  """Vmapped runs of knob-free MARTHE, ``mo.marthe(optax.sgd, eta_0)``.
+
+  One setting, no grid: ``update`` receives the gradient of ``E`` on the
+  step's validation minibatch (``val_grads``) and the minibatch training
+  loss (``value``, for the divergence safeguard).
+  """
+
+  def one(seed):
+    return train(
+        lambda: mo.marthe(optax.sgd, learning_rate=config.learning_rate),
+        arrays, config, _row(inputs, seed),
+        extra_args=("val_grads", "value"),
+    )
+
+  return jax.vmap(one)(seeds)
+
+
+def knob_free_available() -> bool:
+  """Whether ``mo.marthe`` has the knob-free mode (``hyper_lr_step=None``)."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  parameter = inspect.signature(mo.marthe).parameters.get("hyper_lr_step")
+  return parameter is not None and parameter.default is None
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
