@@ -81,7 +81,7 @@ def _install_cell_requirement(name, monkeypatch, found):
 @pytest.mark.parametrize(
     "name,extras",
     [("figure1.ipynb", "experiments"), ("figure2.ipynb", "experiments"),
-     ("flax_nnx.ipynb", "flax,experiments")],
+     ("flax_nnx.ipynb", "flax,experiments"), ("lm.ipynb", "flax")],
 )
 def test_install_cell_sources(name, extras, monkeypatch, tmp_path):
   # Everything importable (a checkout): nothing is installed.
