@@ -303,8 +303,8 @@ class _Monitor(NamedTuple):
 
 # The knob-free mode's defaults (chosen on the learning-rate-free benchmark
 # tasks, see docs/knob_free.md; the same for every task).
-DEFAULT_STEP_SIZE = 0.1
-DEFAULT_HORIZON = 0.99
+DEFAULT_STEP_SIZE = 0.03
+DEFAULT_HORIZON = "smoothed"
 DEFAULT_FIRST_ORDER = True
 # Internal constants of the scale-free rule and the safeguard.
 MOMENT_DECAYS = (0.9, 0.999)
@@ -636,7 +636,7 @@ def marthe(
     any ``c > 0`` leaves the whole trajectory unchanged, so one default
     serves every task. By default the tangent is first order (the
     Hessian-vector product dropped, ``value_fn`` not needed) and the horizon
-    is fixed, ``mu = 0.99`` (about 100 steps). A safeguard
+    is a smoothed version of appendix A's (``mu='smoothed'``). A safeguard
     watches the training loss passed as ``value=``: when its moving average
     exceeds twice its running minimum, or the hypergradient is not finite,
     the learning rate is halved and the moments and tangent reset, inside
@@ -695,14 +695,14 @@ def marthe(
       ``mu_t = q~_t ** (1 / (c_{t-1} + 1))``; ``'smoothed'`` is the same
       with ``q~`` replaced by its moving average (decay 0.9), so one noisy
       minibatch does not reset the horizon. ``None``: ``'adaptive'`` for
-      eq. 5, ``0.99`` for the knob-free rule.
+      eq. 5, ``'smoothed'`` for the knob-free rule.
     first_order: drop the Hessian-vector product from the tangent
       (``H_t = 0``; the inner-state tangent is still propagated), so that
       ``value_fn`` is not needed and a step costs about an HD step with a
       validation objective. ``None``: ``True`` for the knob-free rule,
       ``False`` for eq. 5.
     step_size: the knob-free step, in log-units of ``eta`` per step (None:
-      0.1, chosen once on the benchmark tasks; the same for every task).
+      0.03, chosen once on the benchmark tasks; the same for every task).
     schedule: an optional Optax schedule: step ``t`` uses the learning rate
       ``eta_t * schedule(t)``, and MARTHE adapts the scale ``eta_t`` (its
       hypergradient is taken with respect to the scale), so a warm-up or a
