@@ -40,7 +40,7 @@ from marthe_optax.exact import train_with_schedule
 from marthe_optax.selection import HyperLrSelection
 from marthe_optax.selection import select_hyper_lr_step
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = (
     "HyperLrSelection",
