@@ -93,3 +93,45 @@ def run(tx, problem, steps=None, use_val=True, jit=True):
          for k in ("learning_rate", "hyper_lr", "mu", "hypergradient")}
     )
   return params, state, jax.tree.map(lambda *v: jnp.stack(v), *trace)
+
+
+def unrolled_directional_derivative(inner, problem, eta0, mu, t, schedule=None,
+                                    fixed_gradients=False):
+  """d/d eps E(w_t) when step i of an unrolled Optax loop uses the learning rate
+  ``(eta0 + eps * mu**(t-1-i)) * schedule(i)`` (``schedule`` 1 when ``None``).
+
+  With ``fixed_gradients`` the training gradients are constants of the
+  differentiation (``jax.lax.stop_gradient``): the hypergradient of the
+  dynamics with the Hessian term dropped, which the first-order tangent
+  computes.
+  """
+
+  def objective(eps):
+    params = problem.params
+    state = inner(eta0).init(params)
+    for i in range(t):
+      lr = eta0 + eps * mu ** (t - 1 - i)
+      if schedule is not None:
+        # At an int32 count, as the transformation evaluates it.
+        lr = lr * schedule(jnp.int32(i))
+      grads = jax.grad(loss)(params, problem.xs[i], problem.ys[i])
+      if fixed_gradients:
+        grads = jax.lax.stop_gradient(grads)
+      updates, state = inner(lr).update(grads, state, params)
+      params = optax.apply_updates(params, updates)
+    return loss(params, problem.x_val, problem.y_val)
+
+  return jax.jvp(objective, (jnp.float64(0.0),), (jnp.float64(1.0),))[1]
+
+
+def dead_relu_problem():
+  """A ReLU net whose first layer is dead (bias -3): its weights' gradients
+  are all exactly 0, so Adam's second moment stays 0 there."""
+  key = jax.random.PRNGKey(0)
+  params = {"w1": jax.random.normal(key, (5, 16)), "b1": jnp.full(16, -3.0),
+            "w2": jax.random.normal(key, (16, 3))}
+  x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+  y = jnp.arange(8) % 3
+  dead_loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"], y).mean()
+  return params, dead_loss

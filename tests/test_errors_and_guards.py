@@ -170,17 +170,6 @@ def _invariant_run(seed, eta0, kappa, beta0, adaptive, mu):
       (state.learning_rate, state.hyper_lr, state.mu, state.c, state.hypergradient))
 
 
-def _dead_relu_problem():
-  key = jax.random.PRNGKey(0)
-  params = {"w1": jax.random.normal(key, (5, 16)), "b1": jnp.full(16, -3.0),
-            "w2": jax.random.normal(key, (16, 3))}
-  x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
-  y = jnp.arange(8) % 3
-  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
-      jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"], y).mean()
-  return params, loss
-
-
 @pytest.mark.parametrize("eps_root", [0.0, 1e-8])
 def test_adam_dead_units_with_and_without_eps_root(eps_root):
   """A weight whose gradients have all been exactly 0 (a dead ReLU) has a zero
@@ -188,7 +177,7 @@ def test_adam_dead_units_with_and_without_eps_root(eps_root):
   Such entries are set to 0 (their limit) and counted; with eps_root > 0 there
   are none. Either way the guard never fires and the learning rate moves.
   """
-  params, loss = _dead_relu_problem()
+  params, loss = P.dead_relu_problem()
   tx = mo.marthe(functools.partial(optax.adam, eps_root=eps_root), 1e-2,
                  hyper_lr_step=1e-2)
   state = tx.init(params)

@@ -104,23 +104,6 @@ def test_multi_trajectory_is_invariant_to_the_scale_of_the_objective():
 # The first-order tangent.
 
 
-def unrolled_first_order_derivative(inner, problem, eta0, mu, t):
-  """d/d eps E(w_t), step i at eta0 + eps mu**(t-1-i), gradients held fixed."""
-
-  def objective(eps):
-    params = problem.params
-    state = inner(eta0).init(params)
-    for i in range(t):
-      lr = eta0 + eps * mu ** (t - 1 - i)
-      grads = jax.lax.stop_gradient(
-          jax.grad(P.loss)(params, problem.xs[i], problem.ys[i]))
-      updates, state = inner(lr).update(grads, state, params)
-      params = optax.apply_updates(params, updates)
-    return P.loss(params, problem.x_val, problem.y_val)
-
-  return jax.jvp(objective, (jnp.float64(0.0),), (jnp.float64(1.0),))[1]
-
-
 @pytest.mark.parametrize("mu", [0.5, 1.0])
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamw"])
 def test_first_order_hypergradient_matches_autodiff_with_fixed_gradients(name, mu):
@@ -132,7 +115,8 @@ def test_first_order_hypergradient_matches_autodiff_with_fixed_gradients(name, m
     _, _, trace = _run(tx, problem, value=False)
     np.testing.assert_array_equal(trace["learning_rate"], eta0)
     for t in range(1, STEPS):
-      expected = unrolled_first_order_derivative(inner, problem, eta0, mu, t)
+      expected = P.unrolled_directional_derivative(
+          inner, problem, eta0, mu, t, fixed_gradients=True)
       assert abs(expected) > 1e-8
       np.testing.assert_allclose(
           trace["hypergradient/learning_rate"][t], expected, rtol=1e-10)
@@ -204,23 +188,12 @@ def test_plain_adam_on_a_parabola_with_a_coordinate_at_its_optimum():
   chex.assert_tree_all_finite(state)
 
 
-def _dead_relu_problem():
-  key = jax.random.PRNGKey(0)
-  params = {"w1": jax.random.normal(key, (5, 16)), "b1": jnp.full(16, -3.0),
-            "w2": jax.random.normal(key, (16, 3))}
-  x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
-  y = jnp.arange(8) % 3
-  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
-      jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"], y).mean()
-  return params, loss
-
-
 @pytest.mark.parametrize("make", [
     lambda: mo.marthe(optax.adam, 1e-2, hyper_lr_step=1e-2),
     lambda: mo.marthe(optax.adam, 1e-2, first_order=False),
 ])
 def test_dead_units_under_plain_adam_are_repaired_not_guarded(make):
-  params, loss = _dead_relu_problem()
+  params, loss = P.dead_relu_problem()
   tx = make()
   state = tx.init(params)
   for _ in range(10):
@@ -298,23 +271,6 @@ def test_safeguard_recovers_a_run_started_far_too_high():
 # Schedules: MARTHE adapts the scale.
 
 
-def unrolled_scaled_derivative(inner, schedule, problem, eta0, mu, t):
-  """d/d eps E(w_t) with step i at (eta0 + eps mu**(t-1-i)) * schedule(i)."""
-
-  def objective(eps):
-    params = problem.params
-    state = inner(eta0).init(params)
-    for i in range(t):
-      # The schedule at an int32 count, as the transformation evaluates it.
-      lr = (eta0 + eps * mu ** (t - 1 - i)) * schedule(jnp.int32(i))
-      grads = jax.grad(P.loss)(params, problem.xs[i], problem.ys[i])
-      updates, state = inner(lr).update(grads, state, params)
-      params = optax.apply_updates(params, updates)
-    return P.loss(params, problem.x_val, problem.y_val)
-
-  return jax.jvp(objective, (jnp.float64(0.0),), (jnp.float64(1.0),))[1]
-
-
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_schedule_hypergradient_is_with_respect_to_the_scale(name):
   with jax.enable_x64(True):
@@ -326,7 +282,8 @@ def test_schedule_hypergradient_is_with_respect_to_the_scale(name):
     tx = mo.marthe(inner, eta0, hyper_lr_step=0.0, mu=0.5, schedule=schedule)
     _, _, trace = _run(tx, problem, value=False)
     for t in range(1, STEPS):
-      expected = unrolled_scaled_derivative(inner, schedule, problem, eta0, 0.5, t)
+      expected = P.unrolled_directional_derivative(
+          inner, problem, eta0, 0.5, t, schedule=schedule)
       np.testing.assert_allclose(
           trace["hypergradient/learning_rate"][t], expected, rtol=1e-10)
 
