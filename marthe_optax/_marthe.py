@@ -585,6 +585,41 @@ def _init_monitor(dtype: jnp.dtype) -> _Monitor:
   return _Monitor(jnp.zeros([], dtype), jnp.full([], jnp.finfo(dtype).max, dtype))
 
 
+def _scalar_fields(hyper: _Hyper, monitor: _Monitor) -> dict:
+  """The state fields that mirror ``hyper`` (all but ``value``) and ``monitor``.
+
+  :class:`MartheState` and ``MultiMartheState`` name these fields alike; the
+  hyperparameter values themselves are stored differently by each.
+  """
+  fields = hyper._asdict()
+  del fields["value"]
+  return {**fields, **monitor._asdict()}
+
+
+def _read_scalars(state: Any, value: jax.Array) -> tuple[_Hyper, _Monitor]:
+  """The inverse of :func:`_scalar_fields`, with the hyperparameter ``value``."""
+  hyper = _Hyper(value, *(getattr(state, f) for f in _Hyper._fields[1:]))
+  return hyper, _Monitor(*(getattr(state, f) for f in _Monitor._fields))
+
+
+def _zero_counters() -> dict:
+  zero = jnp.zeros([], jnp.int32)
+  return dict(nonfinite_count=zero, safeguard_count=zero, repaired_count=zero)
+
+
+def _next_counters(
+    state: Any, finite: jax.Array, cut: jax.Array,
+    step: _tangent.StepAndTangent,
+) -> dict:
+  """The event counters after a step (``finite``: ``[K]``)."""
+  as_int = lambda x: jnp.asarray(x).astype(jnp.int32)
+  return dict(
+      nonfinite_count=state.nonfinite_count + as_int(jnp.any(~finite)),
+      safeguard_count=state.safeguard_count + as_int(cut),
+      repaired_count=state.repaired_count + as_int(step.repaired > 0),
+  )
+
+
 def _check_learning_rate(learning_rate: Any) -> None:
   if callable(learning_rate):
     raise ValueError(
@@ -775,11 +810,6 @@ def marthe(
     return MartheState(
         count=jnp.zeros([], jnp.int32),
         learning_rate=hyper.value,
-        hyper_lr=hyper.hyper_lr,
-        mu=hyper.mu,
-        c=hyper.c,
-        hypergradient=hyper.hypergradient,
-        nonfinite_count=jnp.zeros([], jnp.int32),
         tangent=Sealed.seal(
             _tangent.EMPTY_TANGENT
             if config.hessian_free
@@ -787,14 +817,8 @@ def marthe(
         ),
         b=Sealed.seal(optax.tree.zeros_like(params)),
         inner_state=Sealed.seal(inner_state),
-        agreement=hyper.agreement,
-        hyper_m=hyper.hyper_m,
-        hyper_v=hyper.hyper_v,
-        hyper_steps=hyper.hyper_steps,
-        loss_ema=monitor.loss_ema,
-        loss_min=monitor.loss_min,
-        safeguard_count=jnp.zeros([], jnp.int32),
-        repaired_count=jnp.zeros([], jnp.int32),
+        **_scalar_fields(hyper, monitor),
+        **_zero_counters(),
     )
 
   def update_fn(
@@ -811,16 +835,13 @@ def marthe(
     val_grads = _objective_grads(
         updates, params, value_fn, val_grads, _needs_hessian(config)
     )
+    hyper, monitor = _read_scalars(state, state.learning_rate)
     # One hyperparameter: the shared K-hyperparameter step with K = 1.
     new, monitor, finite, cut, step = _step(
         config,
         _inner_update(lambda theta: call_inner(theta, state.count), extra_args),
-        _expand(_Hyper(
-            state.learning_rate, state.hyper_lr, state.mu, state.c,
-            state.hypergradient, state.agreement, state.hyper_m,
-            state.hyper_v, state.hyper_steps,
-        )),
-        _Monitor(state.loss_ema, state.loss_min),
+        _expand(hyper),
+        monitor,
         _expand(state.tangent.unseal()),
         _expand(state.b.unseal()),
         state.inner_state.unseal(),
@@ -834,23 +855,11 @@ def marthe(
     new_state = MartheState(
         count=optax.safe_increment(state.count),
         learning_rate=new.value,
-        hyper_lr=new.hyper_lr,
-        mu=new.mu,
-        c=new.c,
-        hypergradient=new.hypergradient,
-        nonfinite_count=state.nonfinite_count + (~finite[0]).astype(jnp.int32),
         tangent=Sealed.seal(_squeeze(step.tangent)),
         b=Sealed.seal(_squeeze(step.b)),
         inner_state=Sealed.seal(step.inner_state),
-        agreement=new.agreement,
-        hyper_m=new.hyper_m,
-        hyper_v=new.hyper_v,
-        hyper_steps=new.hyper_steps,
-        loss_ema=monitor.loss_ema,
-        loss_min=monitor.loss_min,
-        safeguard_count=state.safeguard_count + cut.astype(jnp.int32),
-        repaired_count=state.repaired_count
-        + (step.repaired > 0).astype(jnp.int32),
+        **_scalar_fields(new, monitor),
+        **_next_counters(state, finite, cut, step),
     )
     return step.updates, new_state
 

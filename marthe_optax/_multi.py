@@ -268,11 +268,6 @@ def marthe_multi(
     return MultiMartheState(
         count=jnp.zeros([], jnp.int32),
         hyperparams=jax.tree.unflatten(treedef, list(theta)),
-        hyper_lr=hyper.hyper_lr,
-        mu=hyper.mu,
-        c=hyper.c,
-        hypergradient=hyper.hypergradient,
-        nonfinite_count=jnp.zeros([], jnp.int32),
         tangent=Sealed.seal(
             _tangent.EMPTY_TANGENT
             if config.hessian_free
@@ -280,14 +275,8 @@ def marthe_multi(
         ),
         b=Sealed.seal(batched_zeros(params)),
         inner_state=Sealed.seal(inner_state),
-        agreement=hyper.agreement,
-        hyper_m=hyper.hyper_m,
-        hyper_v=hyper.hyper_v,
-        hyper_steps=hyper.hyper_steps,
-        loss_ema=monitor.loss_ema,
-        loss_min=monitor.loss_min,
-        safeguard_count=jnp.zeros([], jnp.int32),
-        repaired_count=jnp.zeros([], jnp.int32),
+        **_marthe._scalar_fields(hyper, monitor),
+        **_marthe._zero_counters(),
     )
 
   def update_fn(
@@ -304,15 +293,13 @@ def marthe_multi(
     val_grads = _marthe._objective_grads(
         updates, params, value_fn, val_grads, _marthe._needs_hessian(config)
     )
+    hyper, monitor = _marthe._read_scalars(
+        state, jnp.stack(jax.tree.leaves(state.hyperparams)))
     new, monitor, finite, cut, step = _marthe._step(
         config,
         _marthe._inner_update(call_inner, extra_args),
-        _marthe._Hyper(
-            jnp.stack(jax.tree.leaves(state.hyperparams)),
-            state.hyper_lr, state.mu, state.c, state.hypergradient,
-            state.agreement, state.hyper_m, state.hyper_v, state.hyper_steps,
-        ),
-        _marthe._Monitor(state.loss_ema, state.loss_min),
+        hyper,
+        monitor,
         state.tangent.unseal(),
         state.b.unseal(),
         state.inner_state.unseal(),
@@ -325,24 +312,11 @@ def marthe_multi(
     new_state = MultiMartheState(
         count=optax.safe_increment(state.count),
         hyperparams=jax.tree.unflatten(treedef, list(new.value)),
-        hyper_lr=new.hyper_lr,
-        mu=new.mu,
-        c=new.c,
-        hypergradient=new.hypergradient,
-        nonfinite_count=state.nonfinite_count
-        + jnp.any(~finite).astype(jnp.int32),
         tangent=Sealed.seal(step.tangent),
         b=Sealed.seal(step.b),
         inner_state=Sealed.seal(step.inner_state),
-        agreement=new.agreement,
-        hyper_m=new.hyper_m,
-        hyper_v=new.hyper_v,
-        hyper_steps=new.hyper_steps,
-        loss_ema=monitor.loss_ema,
-        loss_min=monitor.loss_min,
-        safeguard_count=state.safeguard_count + cut.astype(jnp.int32),
-        repaired_count=state.repaired_count
-        + (step.repaired > 0).astype(jnp.int32),
+        **_marthe._scalar_fields(new, monitor),
+        **_marthe._next_counters(state, finite, cut, step),
     )
     return step.updates, new_state
 
