@@ -603,8 +603,9 @@ def _read_scalars(state: Any, value: jax.Array) -> tuple[_Hyper, _Monitor]:
 
 
 def _zero_counters() -> dict:
-  zero = jnp.zeros([], jnp.int32)
-  return dict(nonfinite_count=zero, safeguard_count=zero, repaired_count=zero)
+  # One array per field: a state whose leaves share a buffer cannot be donated.
+  return {name: jnp.zeros([], jnp.int32)
+          for name in ("nonfinite_count", "safeguard_count", "repaired_count")}
 
 
 def _next_counters(
