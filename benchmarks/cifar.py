@@ -34,7 +34,7 @@ import dataclasses
 import json
 import os
 
-from marthe_optax.experiments import cifar
+from marthe_lab import cifar
 
 
 def _floats(text):

@@ -8,7 +8,7 @@ E = L; gradient descent from a fixed point; every method over a grid of
 hyper-learning rates (beta, or kappa for full MARTHE). Writes figure1.json,
 figure1.md and figure1.png to --out (default results/figure1/) and prints the
 table. Setup (starting points, eta_0, Bukin's eps = 1e-2) in
-marthe_optax/experiments/test_functions.py.
+lab/marthe_lab/toy_functions.py.
 """
 
 import argparse
@@ -17,8 +17,8 @@ import sys
 
 import numpy as np
 
-from marthe_optax.experiments import report
-from marthe_optax.experiments import test_functions
+from marthe_lab import report
+from marthe_lab import toy_functions
 
 
 def main(argv=None) -> int:
@@ -31,19 +31,19 @@ def main(argv=None) -> int:
   per = 1 if args.coarse else 2
   beta_grid = np.logspace(-8, 1, 9 * per + 1)
   kappa_grid = np.logspace(-18, 1, 19 * per + 1)
-  result = test_functions.run_figure1(
+  result = toy_functions.run_figure1(
       steps=args.steps, beta_grid=beta_grid, kappa_grid=kappa_grid)
   os.makedirs(args.out, exist_ok=True)
-  table = test_functions.figure1_table(result)
+  table = toy_functions.figure1_table(result)
   notes = "\n".join(
-      f"{name}: {test_functions.PROBLEMS[name].note}" for name in result.runs)
+      f"{name}: {toy_functions.PROBLEMS[name].note}" for name in result.runs)
   text = (f"{args.steps} steps of gradient descent, E = L; {notes}\n"
           f"({result.seconds:.1f} s)\n\n{table}\n")
   with open(os.path.join(args.out, "figure1.md"), "w") as f:
     f.write(text)
   report.write_json(os.path.join(args.out, "figure1.json"),
-                    test_functions.figure1_json(result))
-  test_functions.plot_figure1(result, os.path.join(args.out, "figure1.png"))
+                    toy_functions.figure1_json(result))
+  toy_functions.plot_figure1(result, os.path.join(args.out, "figure1.png"))
   print(text)
   print(f"wrote {args.out}")
   return 0

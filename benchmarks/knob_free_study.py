@@ -5,7 +5,7 @@ Usage:
   python benchmarks/knob_free_study.py --preset paper   # MLP 3x500, the default only
   python benchmarks/knob_free_study.py --preset tiny    # seconds, for CI
 
-The protocol of benchmarks/lr_free.py (marthe_optax/experiments/lr_free.py):
+The protocol of benchmarks/lr_free.py (lab/marthe_lab/lr_free.py):
 same data splits, w_0 and minibatches per seed, batches of 100, T = 512,
 eta_0 = 0.01, E the validation loss (its minibatch gradient as val_grads),
 value= the training minibatch loss. On digits (MLP), MNIST-1D (MLP) and
@@ -47,9 +47,9 @@ import optax
 from tqdm import tqdm
 
 import marthe_optax as mo
-from marthe_optax.experiments import lr_free
-from marthe_optax.experiments import report
-from marthe_optax.experiments import schedules
+from marthe_lab import lr_free
+from marthe_lab import report
+from marthe_lab import schedules
 
 # 0.3 extends the grid past 0.1, where the CNN's best configurations sat.
 STEP_SIZES = (0.01, 0.03, 0.1, 0.3)

@@ -7,8 +7,8 @@ Usage:
 
 The corpus is CPython's pydoc_data.topics (contiguous train / validation /
 test blocks, random windows; nothing downloaded), the model a decoder-only
-transformer (marthe_optax/experiments/lm.py), every method on the same seeds,
-windows and horizon (marthe_optax/experiments/lm_bench.py): AdamW constant,
+transformer (lab/marthe_lab/lm.py), every method on the same seeds,
+windows and horizon (lab/marthe_lab/lm_bench.py): AdamW constant,
 AdamW warm-up + cosine with its peak tuned on a grid, Prodigy, D-Adapt AdamW,
 schedule-free AdamW, HD and MARTHE over AdamW (beta / kappa by
 select_hyper_lr_step), and MARTHE's knob-free modes. Prints a table (final
@@ -26,9 +26,9 @@ import time
 import jax
 from tqdm import tqdm
 
-from marthe_optax.experiments import lm
-from marthe_optax.experiments import lm_bench
-from marthe_optax.experiments import report
+from marthe_lab import lm
+from marthe_lab import lm_bench
+from marthe_lab import report
 
 
 def run(preset: str, out: str, methods=None, seeds=None, progress: bool = True) -> dict:

@@ -6,7 +6,7 @@ Usage:
   python benchmarks/lr_free.py --preset paper   # section 5's MLP 3x500, 20 seeds
 
 On digits (MLP), MNIST-1D (MLP) and MNIST-1D (1-D CNN), with one protocol for
-every method (see marthe_optax/experiments/lr_free.py): constant, cosine and
+every method (see lab/marthe_lab/lr_free.py): constant, cosine and
 SGDR schedules of SGD; HD, RTHO and MARTHE (their beta / kappa chosen per seed
 by marthe_optax.selection.select_hyper_lr_step over whole-horizon runs of its
 default candidates 1, 0.1, ..., 1e-9: divergence only, no validation grid);
@@ -30,9 +30,9 @@ import time
 import jax
 from tqdm import tqdm
 
-from marthe_optax.experiments import lr_free
-from marthe_optax.experiments import report
-from marthe_optax.experiments import schedules
+from marthe_lab import lr_free
+from marthe_lab import report
+from marthe_lab import schedules
 
 # The inner problem (data, MLP, batch size, T, eta_0, seeds, chunk) is the
 # section-5 experiment's preset of the same name (experiments/schedules.py).

@@ -18,10 +18,10 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from marthe_optax.experiments import data as data_lib
-from marthe_optax.experiments import multi
-from marthe_optax.experiments import report
-from marthe_optax.experiments import train as train_lib
+from marthe_lab import data as data_lib
+from marthe_lab import multi
+from marthe_lab import report
+from marthe_lab import train as train_lib
 
 PRESETS = {
     "tiny": dict(config=train_lib.TrainConfig(steps=24, hidden=(16, 16, 16)),

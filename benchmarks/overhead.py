@@ -18,7 +18,7 @@ import platform
 import jax
 from tqdm import tqdm
 
-from marthe_optax.experiments import overhead as oh
+from marthe_lab import overhead as oh
 
 PRESETS = {
     # batch, val_batch, repeats, steps per repeat, models

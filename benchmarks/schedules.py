@@ -9,15 +9,15 @@
 
 Writes results.json, table.md and figure2_<dataset>.png to --out
 (default results/schedules/) and prints the summary table. See
-marthe_optax/experiments/schedules.py for the protocol.
+lab/marthe_lab/schedules.py for the protocol.
 """
 
 import argparse
 import dataclasses
 import sys
 
-from marthe_optax.experiments import data as data_lib
-from marthe_optax.experiments import schedules
+from marthe_lab import data as data_lib
+from marthe_lab import schedules
 
 
 def main(argv=None) -> int:

@@ -104,7 +104,7 @@ from tqdm import tqdm
 
 import marthe_optax as mo
 from marthe_optax import sharding as mo_sharding
-from marthe_optax.experiments.sharded import SCALARS, init_mlp, make_data, train_step
+from marthe_lab.sharded import SCALARS, init_mlp, make_data, train_step
 
 INNER = {
     # name: (factory, eta_0, kappa for the full MLP, kappa for --small); each

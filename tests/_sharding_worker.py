@@ -67,7 +67,7 @@ import optax
 
 import marthe_optax as mo
 from marthe_optax import sharding as mo_sharding
-from marthe_optax.experiments.sharded import SCALARS, init_mlp, loss, make_data, train_step
+from marthe_lab.sharded import SCALARS, init_mlp, loss, make_data, train_step
 
 SIZES = (48, 32, 32, 32, 10)  # the section-5 MLP (784-500-500-500-10), small
 BATCH = 32

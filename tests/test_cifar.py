@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marthe_optax.experiments import cifar
-from marthe_optax.experiments import cifar_data
-from marthe_optax.experiments import cifar_models
+from marthe_lab import cifar
+from marthe_lab import cifar_data
+from marthe_lab import cifar_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,5 +1,5 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""Tests of marthe_optax.experiments: data, training runs, the two experiments."""
+"""Tests of marthe_lab: data, training runs, the two experiments."""
 
 import json
 import os
@@ -13,11 +13,11 @@ import optax
 import pytest
 
 import marthe_optax as mo
-from marthe_optax.experiments import data
-from marthe_optax.experiments import report
-from marthe_optax.experiments import schedules
-from marthe_optax.experiments import test_functions
-from marthe_optax.experiments import train
+from marthe_lab import data
+from marthe_lab import report
+from marthe_lab import schedules
+from marthe_lab import toy_functions
+from marthe_lab import train
 
 
 # ---------------------------------------------------------------- data
@@ -423,19 +423,19 @@ def test_benchmark_cli_overrides(tmp_path, monkeypatch):
   assert seen["out"] == str(tmp_path / "o")
 
 
-def test_test_functions_values():
-  np.testing.assert_allclose(test_functions.beale(jnp.array([3.0, 0.5])), 0.0, atol=1e-12)
-  eps = test_functions.BUKIN_EPS
-  on_valley = test_functions.bukin_smoothed(jnp.array([-10.0, -0.1]), eps)
+def test_toy_functions_values():
+  np.testing.assert_allclose(toy_functions.beale(jnp.array([3.0, 0.5])), 0.0, atol=1e-12)
+  eps = toy_functions.BUKIN_EPS
+  on_valley = toy_functions.bukin_smoothed(jnp.array([-10.0, -0.1]), eps)
   np.testing.assert_allclose(on_valley, np.sqrt(np.sqrt(eps) + eps), rtol=1e-6)
-  assert test_functions.bukin_smoothed(jnp.array([-10.0, 1.0]), eps) > on_valley
+  assert toy_functions.bukin_smoothed(jnp.array([-10.0, 1.0]), eps) > on_valley
 
 
 def test_figure1_small_grid(tmp_path):
-  result = test_functions.run_figure1(
+  result = toy_functions.run_figure1(
       steps=30, beta_grid=np.array([1e-6, 1e3]), kappa_grid=np.array([1e-16, 1e6]))
   for name in ("beale", "bukin"):
-    for m in test_functions.METHODS:
+    for m in toy_functions.METHODS:
       traj = result.runs[name][m.name]
       assert traj.points.shape == (2, 31, 2)
       assert traj.learning_rate.shape == (2, 30)
@@ -443,13 +443,13 @@ def test_figure1_small_grid(tmp_path):
       # huge one does.
       assert not traj.diverged[0]
     np.testing.assert_allclose(result.constant[name].learning_rate,
-                               test_functions.PROBLEMS[name].learning_rate)
+                               toy_functions.PROBLEMS[name].learning_rate)
   assert result.runs["beale"]["HD"].diverged[1]
   assert result.runs["beale"]["MARTHE"].diverged[1]
-  table = test_functions.figure1_table(result)
+  table = toy_functions.figure1_table(result)
   assert "RTHO" in table and "smallest diverging" in table
-  report.write_json(str(tmp_path / "f.json"), test_functions.figure1_json(result))
+  report.write_json(str(tmp_path / "f.json"), toy_functions.figure1_json(result))
   js = json.loads((tmp_path / "f.json").read_text())
   assert js["problems"]["bukin"]["methods"]["HD"]["grid"] == "beta"
-  test_functions.plot_figure1(result, str(tmp_path / "f.png"))
+  toy_functions.plot_figure1(result, str(tmp_path / "f.png"))
   assert (tmp_path / "f.png").stat().st_size > 0

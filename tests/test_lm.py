@@ -16,8 +16,8 @@ pytest.importorskip("flax")
 from flax import nnx  # pylint: disable=g-import-not-at-top
 
 import marthe_optax as mo  # pylint: disable=g-import-not-at-top
-from marthe_optax.experiments import lm  # pylint: disable=g-import-not-at-top
-from marthe_optax.experiments import lm_bench  # pylint: disable=g-import-not-at-top
+from marthe_lab import lm  # pylint: disable=g-import-not-at-top
+from marthe_lab import lm_bench  # pylint: disable=g-import-not-at-top
 
 TEXT = "the cat sat on the mat; a dog ran after it!\n" * 3  # 132 characters
 

@@ -15,9 +15,9 @@ import pytest
 
 import marthe_optax as mo
 from marthe_optax import selection
-from marthe_optax.experiments import lr_free
-from marthe_optax.experiments import schedules
-from marthe_optax.experiments import train as train_lib
+from marthe_lab import lr_free
+from marthe_lab import schedules
+from marthe_lab import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = lr_free.TrainConfig(steps=4, batch_size=8, val_batch_size=8,

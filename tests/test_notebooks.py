@@ -9,6 +9,7 @@ not touch the checkout.
 import importlib.util
 import os
 import re
+import shlex
 
 import pytest
 
@@ -38,12 +39,13 @@ def _execute(name, tmp_path, monkeypatch):
   return "".join(text), images
 
 
-@pytest.mark.parametrize("name", ["figure1.ipynb", "figure2.ipynb"])
+@pytest.mark.parametrize("name", ["figure1.ipynb", "figure2.ipynb", "lm.ipynb"])
 def test_notebook_is_colab_ready(name):
   nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
   install = nb.cells[1].source
   assert "%pip install" in install and "find_spec" in install
-  assert "marthe-optax[experiments]" in install
+  # The experiments are not part of the library: they come from the lab/ folder.
+  assert '"marthe_lab"' in install and "marthe-optax-lab" in install
   # Saved outputs: every code cell but the (skipped) install cell has run.
   code = [c for c in nb.cells if c.cell_type == "code"]
   assert all(c.execution_count for c in code)
@@ -54,7 +56,8 @@ def _install_cell_requirement(name, monkeypatch, found):
   """Runs a notebook's install cell with ``%pip`` recorded, not run.
 
   ``found`` is what ``importlib.util.find_spec`` reports for every module.
-  Returns the requirement that ``%pip install`` received, or ``None``.
+  Returns the requirements that ``%pip install`` received (a list), or
+  ``None``.
   """
   transformer = pytest.importorskip("IPython.core.inputtransformer2")
   cell = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4).cells[1]
@@ -75,32 +78,43 @@ def _install_cell_requirement(name, monkeypatch, found):
     return None
   ((magic, line),) = calls
   assert magic == "pip" and line.startswith("install -q "), line
-  return line[len("install -q "):].strip('"')
+  return shlex.split(line[len("install -q "):])
+
+
+LAB = "git+https://github.com/marthe-optax/marthe-optax#subdirectory=lab"
 
 
 @pytest.mark.parametrize(
-    "name,extras",
-    [("figure1.ipynb", "experiments"), ("figure2.ipynb", "experiments"),
-     ("flax_nnx.ipynb", "flax,experiments"), ("lm.ipynb", "flax,experiments")],
+    "name,others",
+    [("figure1.ipynb", ["marthe-optax-lab @ " + LAB]),
+     ("figure2.ipynb", ["marthe-optax-lab @ " + LAB]),
+     ("lm.ipynb", ["marthe-optax-lab @ " + LAB]),
+     ("flax_nnx.ipynb", ["scikit-learn", "matplotlib"])],
 )
-def test_install_cell_sources(name, extras, monkeypatch, tmp_path):
+def test_install_cell_sources(name, others, monkeypatch, tmp_path):
   # Everything importable (a checkout): nothing is installed.
   assert _install_cell_requirement(name, monkeypatch, found=True) is None
-  # Missing, no variable set: the package index.
+  # Missing, no variable set: the library from the package index, the lab
+  # from the repository.
   monkeypatch.delenv("MARTHE_OPTAX_SOURCE", raising=False)
-  assert _install_cell_requirement(name, monkeypatch, None) == f"marthe-optax[{extras}]"
+  monkeypatch.delenv("MARTHE_LAB_SOURCE", raising=False)
+  assert _install_cell_requirement(name, monkeypatch, None) == [
+      "marthe-optax[flax]"] + others
   # A local wheel or checkout: a file URL to its absolute path.
   wheel = tmp_path / "marthe_optax-0.1.0-py3-none-any.whl"
   monkeypatch.setenv("MARTHE_OPTAX_SOURCE", str(wheel))
-  assert _install_cell_requirement(name, monkeypatch, None) == (
-      f"marthe-optax[{extras}] @ {wheel.as_uri()}"
-  )
+  assert _install_cell_requirement(name, monkeypatch, None) == [
+      f"marthe-optax[flax] @ {wheel.as_uri()}"] + others
   # A URL, as is.
   url = "git+https://github.com/marthe-optax/marthe-optax"
   monkeypatch.setenv("MARTHE_OPTAX_SOURCE", url)
-  assert _install_cell_requirement(name, monkeypatch, None) == (
-      f"marthe-optax[{extras}] @ {url}"
-  )
+  assert _install_cell_requirement(name, monkeypatch, None) == [
+      f"marthe-optax[flax] @ {url}"] + others
+  # The lab from a local folder (a clone's lab/).
+  if name != "flax_nnx.ipynb":
+    monkeypatch.setenv("MARTHE_LAB_SOURCE", str(tmp_path / "lab"))
+    assert _install_cell_requirement(name, monkeypatch, None)[1] == (
+        f"marthe-optax-lab @ {(tmp_path / 'lab').as_uri()}")
 
 
 def test_figure1_notebook_runs(tmp_path, monkeypatch):
@@ -116,16 +130,6 @@ def test_figure2_notebook_runs(tmp_path, monkeypatch):
   assert images == 1  # tiny preset: digits only
   out = tmp_path / "results" / "notebook_figure2"
   assert (out / "results.json").exists() and (out / "table.md").exists()
-
-
-def test_lm_notebook_is_colab_ready():
-  nb = nbformat.read(os.path.join(NOTEBOOKS, "lm.ipynb"), as_version=4)
-  install = nb.cells[1].source  # the first code cell
-  assert "%pip install" in install and "find_spec" in install
-  assert "marthe-optax[flax,experiments]" in install and "MARTHE_OPTAX_SOURCE" in install
-  code = [c for c in nb.cells if c.cell_type == "code"]
-  assert all(c.execution_count for c in code)
-  assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs)
 
 
 def test_lm_notebook_runs(tmp_path, monkeypatch):

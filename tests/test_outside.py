@@ -6,8 +6,9 @@
   imports from there, runs the README quick start and an NNX step
   (``.ci/smoke.py``).
 * A notebook executed in a fresh environment where marthe-optax is missing
-  installs it from its first cell (here from the wheel, through
-  ``MARTHE_OPTAX_SOURCE``) and runs.
+  installs it from its first cell (here the library from the wheel, through
+  ``MARTHE_OPTAX_SOURCE``, and the experiments from the checkout's ``lab/``
+  folder, through ``MARTHE_LAB_SOURCE``) and runs.
 
 The distributions come from ``$MARTHE_OPTAX_DIST`` (a folder with one wheel
 and one sdist, what ``python -m build --outdir`` writes; ``.ci/run`` sets it)
@@ -76,8 +77,13 @@ def test_distributions_carry_package_marker_and_metadata(dist):
     meta = z.read(meta_name).decode()
   assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
   assert {"marthe_optax/__init__.py", "marthe_optax/py.typed",
-          "marthe_optax/experiments/cifar.py"} <= names
-  assert not any(n.startswith(("tests/", "benchmarks/", "notebooks/")) for n in names)
+          "marthe_optax/sharding.py"} <= names
+  # The library only: no experiments, tests, benchmarks or notebooks.
+  assert not any(
+      n.startswith(("tests/", "benchmarks/", "notebooks/", "lab/", "marthe_lab/",
+                    "marthe_optax/experiments"))
+      for n in names
+  ), sorted(names)
   for line in (
       "Project-URL: Homepage, https://github.com/marthe-optax/marthe-optax",
       "Project-URL: Source, https://github.com/marthe-optax/marthe-optax",
@@ -131,7 +137,8 @@ def test_notebook_installs_the_missing_package(dist, tmp_path):
   out = _run(
       python, "-c", runner, os.path.join(ROOT, "notebooks", "figure1.ipynb"),
       cwd=tmp_path,
-      env=_clean_env(MARTHE_OPTAX_SOURCE=wheel, MARTHE_NOTEBOOK_PRESET="tiny"),
+      env=_clean_env(MARTHE_OPTAX_SOURCE=wheel, MARTHE_LAB_SOURCE=os.path.join(ROOT, "lab"),
+                     MARTHE_NOTEBOOK_PRESET="tiny"),
   )
   assert "RTHO" in out and "smallest diverging" in out, out
   where = _run(python, "-c", "import marthe_optax; print(marthe_optax.__file__)",

@@ -118,7 +118,7 @@ def digits(n_val: int = 300, n_test: int = 497, seed: int = 0) -> Dataset:
     A :class:`Dataset` with 64 features and 10 classes.
 
   Examples:
-    >>> from marthe_optax.experiments import data
+    >>> from marthe_lab import data
     >>> data.digits().describe()
     'digits: train/val/test 1000/300/497 x 64, 10 classes'
   """

@@ -53,8 +53,8 @@ import optax
 
 import marthe_optax as mo
 from marthe_optax import flax as mof
-from marthe_optax.experiments import cifar_data
-from marthe_optax.experiments import cifar_models
+from marthe_lab import cifar_data
+from marthe_lab import cifar_models
 
 METHODS = ("staircase", "exponential", "sgdr", "hd", "rtho", "marthe")
 ONLINE = ("hd", "rtho", "marthe")

@@ -25,8 +25,8 @@ import numpy as np
 import optax
 
 import marthe_optax as mo
-from marthe_optax.experiments import data as data_lib
-from marthe_optax.experiments import models
+from marthe_lab import data as data_lib
+from marthe_lab import models
 
 
 class TrainConfig(NamedTuple):
@@ -49,7 +49,7 @@ class TrainConfig(NamedTuple):
 
 
 class Arrays(NamedTuple):
-  """A :class:`~marthe_optax.experiments.data.Dataset`'s arrays, as jax arrays."""
+  """A :class:`~marthe_lab.data.Dataset`'s arrays, as jax arrays."""
 
   x_train: jax.Array
   y_train: jax.Array

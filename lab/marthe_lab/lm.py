@@ -22,7 +22,7 @@ rebuilding the model with ``nnx.merge``, taking the training gradient and the
 step's masks), the gradient of ``E`` on a fresh validation window batch for
 the methods that read it, and calling the Optax update. Runs are
 ``jax.vmap``-ed over seeds. The methods and the benchmark are in
-:mod:`marthe_optax.experiments.lm_bench`.
+:mod:`marthe_lab.lm_bench`.
 """
 
 import functools

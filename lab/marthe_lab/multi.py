@@ -1,7 +1,7 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
 """Several hyperparameters on the section-5 digits task (the several-hyperparameters row).
 
-The same protocol as :mod:`~marthe_optax.experiments.schedules` (splits, MLP,
+The same protocol as :mod:`~marthe_lab.schedules` (splits, MLP,
 SGD with minibatches of 100, ``T`` steps from ``eta_0``, ``E`` = validation
 cross-entropy, seeds vmapped): constant ``eta_0``; full MARTHE on the single
 learning rate; and full MARTHE tuning one learning rate per layer and the
@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 import marthe_optax as mo
-from marthe_optax.experiments import train as train_lib
+from marthe_lab import train as train_lib
 
 WEIGHT_DECAY_0 = 1e-4
 
@@ -104,7 +104,7 @@ def run(dataset, config: train_lib.TrainConfig, num_seeds: int, kappas,
   """Constant, single-learning-rate MARTHE and per-layer + weight-decay MARTHE.
 
   Args:
-    dataset: a :class:`~marthe_optax.experiments.data.Dataset`.
+    dataset: a :class:`~marthe_lab.data.Dataset`.
     config: the inner problem.
     num_seeds: seeds ``0 .. num_seeds - 1`` (vmapped).
     kappas: the grid of ``hyper_lr_step`` values, shared by both MARTHEs.

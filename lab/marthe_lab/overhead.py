@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 import marthe_optax as mo
-from marthe_optax.experiments import models
+from marthe_lab import models
 
 INNERS = {
     "sgd": optax.sgd,

@@ -43,10 +43,10 @@ import optax
 
 from marthe_optax import exact
 from marthe_optax import selection
-from marthe_optax.experiments import data as data_lib
-from marthe_optax.experiments import models
-from marthe_optax.experiments import report
-from marthe_optax.experiments import train as train_lib
+from marthe_lab import data as data_lib
+from marthe_lab import models
+from marthe_lab import report
+from marthe_lab import train as train_lib
 
 
 class Method(NamedTuple):
@@ -93,7 +93,7 @@ class Preset:
 
   Attributes:
     name: ``'tiny'``, ``'fast'``, ``'medium'`` or ``'paper'``.
-    datasets: dataset names (see :func:`marthe_optax.experiments.data.load`).
+    datasets: dataset names (see :func:`marthe_lab.data.load`).
     config: the inner problem.
     seeds: seeds of every online method.
     beta_grid: hyper-learning rates (HD, RTHO, fixed ``mu``, ``h_mu``).
@@ -250,7 +250,7 @@ class GridResult(NamedTuple):
     grid_kind: ``'beta'``, ``'kappa'``, ``'none'`` or ``'selected'``.
     grid: ``[G]`` grid values (``[1]`` zeros for ``'none'``; for
       ``'selected'``, ``[1]`` NaN and the per-seed values in ``selected``).
-    runs: a :class:`~marthe_optax.experiments.train.RunResult` of ``[G, S]``
+    runs: a :class:`~marthe_lab.train.RunResult` of ``[G, S]``
       arrays.
     selected: per-seed selected ``kappa`` (``'selected'`` only).
   """
@@ -277,7 +277,7 @@ class LrsOptOutcome(NamedTuple):
     history: ``[S', R, T]`` schedules recorded along the outer iterations.
     history_steps: ``[R]`` the outer steps of ``history``.
     runs: the schedules evaluated on each seed's minibatch progression, a
-      :class:`~marthe_optax.experiments.train.RunResult` of ``[1, S']``
+      :class:`~marthe_lab.train.RunResult` of ``[1, S']``
       arrays.
     seconds_per_outer_step: the compiled program's run time (compilation
       excluded) over the outer steps of the longest-running seed: the seeds

@@ -1,5 +1,5 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""Learning-rate methods on the character transformer of :mod:`~marthe_optax.experiments.lm`.
+"""Learning-rate methods on the character transformer of :mod:`~marthe_lab.lm`.
 
 One protocol for every method: the same seeds (``w_0``, training windows,
 validation windows), the same horizon ``Config.steps`` and, wherever a method
@@ -45,8 +45,8 @@ import numpy as np
 import optax
 
 import marthe_optax as mo
-from marthe_optax.experiments import lm
-from marthe_optax.experiments import report
+from marthe_lab import lm
+from marthe_lab import report
 
 Config = lm.Config
 
@@ -78,7 +78,7 @@ class Method(NamedTuple):
     lr: ``lr(state, t, config, hyper)``, the rate step ``t`` used (a vector
       of per-group rates for per-layer methods; ``nan`` if not exposed).
     feed: what the update receives besides the gradient (see
-      :func:`marthe_optax.experiments.lm.train`).
+      :func:`marthe_lab.lm.train`).
     user_set: the values the user writes down (no library default, or a
       default changed); values a procedure picks are not counted.
     tune: ``None``, ``'grid'`` (over ``Config.peaks``) or ``'beta'`` /
@@ -411,7 +411,7 @@ def run_benchmark(config: Config, methods: Sequence[str],
   """Every method, constant AdamW first (the time reference).
 
   Args:
-    config: the configuration (:data:`marthe_optax.experiments.lm.PRESETS`).
+    config: the configuration (:data:`marthe_lab.lm.PRESETS`).
     methods: keys of :data:`METHODS` (``'adamw'`` always runs, first).
     progress: called with each method's name when it is done.
     corpus: the corpus (``pydoc_data.topics`` by default).

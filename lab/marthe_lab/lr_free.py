@@ -2,8 +2,8 @@
 """MARTHE against fixed schedules and the learning-rate-free optimizers of Optax.
 
 One protocol for every method, on the section-5 setting of
-:mod:`marthe_optax.experiments.train` (the presets of
-:mod:`marthe_optax.experiments.schedules`): the same data splits
+:mod:`marthe_lab.train` (the presets of
+:mod:`marthe_lab.schedules`): the same data splits
 (scikit-learn's digits and MNIST-1D), the same initial weights and minibatch
 progression per seed (:func:`seed_inputs`), minibatches of
 ``TrainConfig.batch_size``, horizon ``TrainConfig.steps``, ``eta_0 =
@@ -60,10 +60,10 @@ import optax
 
 import marthe_optax as mo
 from marthe_optax import selection
-from marthe_optax.experiments import data as data_lib
-from marthe_optax.experiments import models
-from marthe_optax.experiments import report
-from marthe_optax.experiments import train as train_lib
+from marthe_lab import data as data_lib
+from marthe_lab import models
+from marthe_lab import report
+from marthe_lab import train as train_lib
 
 TrainConfig = train_lib.TrainConfig
 Arrays = train_lib.Arrays
@@ -491,7 +491,7 @@ def seed_inputs(
 ) -> RunInputs:
   """``w_0`` and the minibatch progressions of ``seed``.
 
-  Exactly :func:`marthe_optax.experiments.train.seed_inputs` (the section-5
+  Exactly :func:`marthe_lab.train.seed_inputs` (the section-5
   experiment's ``w_0`` and minibatches at the same seed); for the CNN,
   ``w_0`` is drawn by :func:`init_cnn1d` from the same key.
   """

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 import marthe_optax as mo
-from marthe_optax.experiments import report
+from marthe_lab import report
 
 
 def beale(w: jax.Array) -> jax.Array:
