@@ -27,17 +27,29 @@ moments) and the parts of the update that depend on the params directly
 Integer leaves of the inner state (step counts) carry no tangent: they are
 stored as integer zeros and handed to JAX as ``float0`` tangents.
 
+Many inner-state leaves have a tangent that is zero at every step: with
+``H_t = 0``, the moments of SGD with momentum or of Adam depend on the
+gradient alone, which is then a constant, so nothing ever feeds their
+tangent. Which leaves can become non-zero is decided once, when the step is
+traced, from the jvp's own symbolic zeros (:func:`live_state_leaves`): a leaf
+is live if its tangent depends on the params' tangent, on the
+hyperparameters, on the gradient's (full tangent only) or on a live leaf.
+The others are neither read nor computed, and are kept at zero, so the
+first-order step over plain Adam costs what it costs over SGD.
+
 A tangent entry that is NaN while its primal is finite is the product
 ``0 * inf`` of a derivative taken where it does not exist: Adam's
 ``sqrt(nu)`` at ``nu = 0``, for a weight whose gradients have all been exactly
 zero (a dead ReLU unit). The tangent of ``nu`` is then 0 as well, and the
 derivative's limit is 0, so such entries are set to 0 and counted
-(:attr:`StepAndTangent.repaired`) rather than poisoning the hypergradient.
+(:attr:`StepAndTangent.repaired` flags the step) rather than poisoning the
+hypergradient.
 """
 
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -107,6 +119,95 @@ def map_hyperparams(f: Callable[..., Any], *batched: Any) -> Any:
   return jax.vmap(f)(*batched)
 
 
+def _dependence(jaxpr: Any, inputs: list) -> list:
+  """For each output of ``jaxpr``, the set of labels of the inputs it uses.
+
+  ``inputs`` holds one label set per input variable. Nested ``jit`` calls
+  are followed; any other primitive with a sub-computation (a loop, a
+  condition, a custom derivative) is taken to mix all its inputs, which can
+  only mark more outputs as dependent, never fewer.
+  """
+  uses = dict(zip(jaxpr.invars, inputs))
+
+  def read(atom):
+    return frozenset() if isinstance(atom, jax_core.Literal) else (
+        uses.get(atom, frozenset()))
+
+  for eqn in jaxpr.eqns:
+    args = [read(a) for a in eqn.invars]
+    inner = eqn.params.get("jaxpr")
+    if eqn.primitive.name in ("jit", "pjit", "closed_call") and inner is not None:
+      outs = _dependence(getattr(inner, "jaxpr", inner), args)
+    else:
+      mixed = frozenset().union(*args)
+      outs = [mixed] * len(eqn.outvars)
+    uses.update(zip(eqn.outvars, outs))
+  return [read(v) for v in jaxpr.outvars]
+
+
+def live_state_leaves(
+    inner_update: Callable[..., tuple[optax.Updates, optax.OptState]],
+    hyperparams: jax.Array,
+    grads: optax.Updates,
+    inner_state: optax.OptState,
+    params: optax.Params,
+    first_order: bool,
+) -> tuple[bool, ...]:
+  """Which float leaves of the inner state can have a non-zero tangent.
+
+  The tangent of the inner state starts at zero. A leaf's tangent can become
+  non-zero if, in the jvp of one step, it depends on a source (the params'
+  tangent, the hyperparameters' and, for the full tangent, the gradient's)
+  or on a leaf that can; the least fixed point of that rule is returned, one
+  boolean per leaf of ``inner_state`` (``False`` for integer leaves). This is
+  trace-time analysis of the jvp's program (no computation is added to the
+  step).
+
+  Args:
+    inner_update: as in :func:`step_and_tangent`.
+    hyperparams: ``theta_t``, a vector ``[K]``.
+    grads: the training gradient.
+    inner_state: ``s_t``.
+    params: ``w_t``.
+    first_order: whether the gradient is a constant of the step.
+
+  Returns:
+    A tuple of booleans, one per leaf of ``inner_state``.
+  """
+  s_leaves, s_def = jax.tree.flatten(inner_state)
+  floats = [i for i, x in enumerate(s_leaves) if _is_float(x)]
+  if not floats:
+    return tuple(False for _ in s_leaves)
+
+  def outputs(s_float, w, theta, g):
+    leaves = list(s_leaves)
+    for i, x in zip(floats, s_float):
+      leaves[i] = x
+    _, new_state = inner_update(g, jax.tree.unflatten(s_def, leaves), w, theta)
+    return [jax.tree.leaves(new_state)[i] for i in floats]
+
+  primals = ([s_leaves[i] for i in floats], params, hyperparams, grads)
+  tangent_jvp = lambda *t: jax.jvp(outputs, primals, t)[1]
+  closed = jax.make_jaxpr(tangent_jvp)(*primals)
+  n_state = len(floats)
+  n_in = len(closed.jaxpr.invars)
+  n_grads = len(jax.tree.leaves(grads))
+  labels = [frozenset([i]) for i in range(n_in)]
+  deps = _dependence(closed.jaxpr, labels)
+  sources = set(range(n_state, n_in - (n_grads if first_order else 0)))
+  live: set = set()
+  while True:
+    feeding = sources | live
+    grown = {j for j in range(n_state) if deps[j] & feeding}
+    if grown == live:
+      break
+    live = grown
+  flags = [False] * len(s_leaves)
+  for j in live:
+    flags[floats[j]] = True
+  return tuple(flags)
+
+
 def hessian_vector_product(
     value_fn: Callable[[optax.Params], jax.Array],
     params: optax.Params,
@@ -123,12 +224,18 @@ class StepAndTangent(NamedTuple):
   inner_state: optax.OptState  # s_{t+1}
   tangent: Tangent  # Z_{t+1}
   b: optax.Params  # b_t = d w_{t+1} / d eta_t
-  repaired: jax.Array  # number of NaN tangent entries set to 0 (int32)
+  repaired: jax.Array  # whether some NaN tangent entries were set to 0 (bool)
 
 
 def _repair(tangent: Any, primal: Any) -> tuple[Any, jax.Array]:
-  """NaN tangent entries of finite primal entries set to 0, and their count."""
-  count = jnp.zeros([], jnp.int32)
+  """NaN tangent entries of finite primal entries set to 0, and whether any was.
+
+  The flag is one boolean ``any`` per leaf rather than a count: a count is an
+  integer sum over every entry of every tangent leaf, which XLA cannot fuse
+  with the tangent's producers, and which made the repair cost more than the
+  rest of the first-order step.
+  """
+  found = jnp.zeros([], bool)
   leaves, treedef = jax.tree.flatten(tangent)
   fixed = []
   for t, x in zip(leaves, jax.tree.leaves(primal)):
@@ -136,9 +243,9 @@ def _repair(tangent: Any, primal: Any) -> tuple[Any, jax.Array]:
       fixed.append(t)
       continue
     bad = jnp.isnan(t) & jnp.isfinite(x)
-    count = count + jnp.sum(bad, dtype=jnp.int32)
+    found = found | jnp.any(bad)
     fixed.append(jnp.where(bad, jnp.zeros_like(t), t))
-  return jax.tree.unflatten(treedef, fixed), count
+  return jax.tree.unflatten(treedef, fixed), found
 
 
 EMPTY_TANGENT = Tangent((), ())
@@ -188,7 +295,7 @@ def step_and_tangent(
   Returns:
     A :class:`StepAndTangent` with ``u_t``, ``s_{t+1}``, ``Z_{t+1}`` and
     ``b_t`` (the last two with the leading axis ``K``), in the dtypes of their
-    primal counterparts, and the number of repaired tangent entries.
+    primal counterparts, and whether some tangent entries were repaired.
   """
   eye = jnp.eye(hyperparams.shape[0], dtype=hyperparams.dtype)
   updates, new_inner_state = inner_update(grads, inner_state, params, hyperparams)
@@ -204,37 +311,61 @@ def step_and_tangent(
     return _repair(_from_jvp(du, params), updates)
 
   b, repaired = map_hyperparams(b_k, eye)
-  repaired = jnp.sum(repaired)
+  repaired = jnp.any(repaired)
   if mu is None:
     new_tangent = EMPTY_TANGENT
   else:
+    # Only the live leaves of the inner state carry a tangent (the others
+    # stay at zero, see live_state_leaves); the rest is closed over.
+    live = live_state_leaves(
+        inner_update, hyperparams, grads, inner_state, params, first_order
+    )
+    s_leaves, s_def = jax.tree.flatten(inner_state)
+    new_leaves = jax.tree.leaves(new_inner_state)
+    idx = [i for i, flag in enumerate(live) if flag]
+
+    def step(g, s_live, w, theta):
+      leaves = list(s_leaves)
+      for i, x in zip(idx, s_live):
+        leaves[i] = x
+      return inner_update(g, jax.tree.unflatten(s_def, leaves), w, theta)
 
     def z_k(e, mz, ms):
+      s_live = [s_leaves[i] for i in idx]
       if first_order:
         # H_t = 0: the gradient is a constant of the step (closed over).
         _, (du, ds) = jax.jvp(
-            lambda s, w, theta: inner_update(grads, s, w, theta),
-            (inner_state, params, hyperparams),
-            (_to_jvp(ms), mz, e),
+            lambda s, w, theta: step(grads, s, w, theta),
+            (s_live, params, hyperparams),
+            (ms, mz, e),
         )
       else:
         hz = hessian_vector_product(value_fn, params, mz)
         _, (du, ds) = jax.jvp(
-            inner_update,
-            (grads, inner_state, params, hyperparams),
-            (optax.tree.cast_like(hz, grads), _to_jvp(ms), mz, e),
+            step,
+            (grads, s_live, params, hyperparams),
+            (optax.tree.cast_like(hz, grads), ms, mz, e),
         )
       du, n_u = _repair(_from_jvp(du, params), updates)
-      ds, n_s = _repair(_from_jvp(ds, inner_state), new_inner_state)
-      return Tangent(optax.tree.add(mz, du), ds), n_u + n_s
+      ds = jax.tree.leaves(ds)
+      ds, n_s = _repair(
+          [_from_jvp(ds[i], new_leaves[i]) for i in idx],
+          [new_leaves[i] for i in idx],
+      )
+      return (optax.tree.add(mz, du), ds), n_u | n_s
 
-    new_tangent, counts = map_hyperparams(
+    stored = jax.tree.leaves(tangent.inner_state)
+    (z_params, z_live), counts = map_hyperparams(
         z_k,
         eye,
         scale_each(mu, tangent.params),
-        scale_each(mu, tangent.inner_state),
+        [scale_each(mu, stored[i]) for i in idx],
     )
-    repaired = repaired + jnp.sum(counts)
+    z_state = [jnp.zeros_like(x) for x in stored]
+    for i, z in zip(idx, z_live):
+      z_state[i] = z
+    new_tangent = Tangent(z_params, jax.tree.unflatten(s_def, z_state))
+    repaired = repaired | jnp.any(counts)
   return StepAndTangent(
       updates=optax.tree.cast_like(updates, grads),
       inner_state=optax.tree.cast_like(new_inner_state, inner_state),

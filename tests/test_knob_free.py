@@ -18,10 +18,11 @@ import pytest
 
 import marthe_optax as mo
 from marthe_optax import _rules
+from marthe_optax import _tangent
 from tests import _problems as P
 
 STEPS = 7
-ETA0 = {"sgd": 0.3, "momentum": 0.1, "adam": 0.05, "adamw": 0.05}
+ETA0 = {"sgd": 0.3, "momentum": 0.1, "adam": 0.05, "adamw": 0.05, "chain": 0.1}
 
 
 def _runner(tx, problem, steps=None, value=True):
@@ -105,7 +106,7 @@ def test_multi_trajectory_is_invariant_to_the_scale_of_the_objective():
 
 
 @pytest.mark.parametrize("mu", [0.5, 1.0])
-@pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamw"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamw", "chain"])
 def test_first_order_hypergradient_matches_autodiff_with_fixed_gradients(name, mu):
   """step_size = 0 freezes eta; the tangent is that of the H = 0 dynamics."""
   with jax.enable_x64(True):
@@ -120,6 +121,32 @@ def test_first_order_hypergradient_matches_autodiff_with_fixed_gradients(name, m
       assert abs(expected) > 1e-8
       np.testing.assert_allclose(
           trace["hypergradient/learning_rate"][t], expected, rtol=1e-10)
+
+
+def _live(inner, first_order, eta=0.01):
+  params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  update = lambda g, s, w, theta: inner(theta[0]).update(g, s, w)
+  return _tangent.live_state_leaves(
+      update, jnp.array([eta]), params, inner(eta).init(params), params,
+      first_order)
+
+
+ADAM_FULL = (False, True, True, True, True)  # count (int), mu, nu (2 leaves each)
+
+
+@pytest.mark.parametrize("name,first_order,full", [
+    ("sgd", (), ()),
+    # The moments depend on the gradient alone: with H = 0 nothing feeds them.
+    ("momentum", (False, False), (True, True)),
+    ("adam", (False,) * 5, ADAM_FULL),
+    ("adamw", (False,) * 5, ADAM_FULL),
+    # add_decayed_weights before the momentum: the trace sees the params.
+    ("chain", (True, True), (True, True)),
+])
+def test_live_state_leaves_of_the_tangent(name, first_order, full):
+  assert _live(P.INNERS[name], first_order=True) == first_order
+  # The full tangent moves the gradient too: every float leaf is live.
+  assert _live(P.INNERS[name], first_order=False) == full
 
 
 def _linear_problem(seed=0, steps=8, dim=6):
@@ -170,7 +197,12 @@ def test_first_order_needs_no_loss_closure_but_the_full_tangent_does():
 
 
 def test_plain_adam_on_a_parabola_with_a_coordinate_at_its_optimum():
-  """One coordinate's gradient is always 0: its Adam tangent is 0 * inf."""
+  """One coordinate's gradient is always 0: its Adam tangent would be 0 * inf.
+
+  With the first-order tangent (the default) Adam's moments depend on the
+  gradient alone, so their tangents are never formed and nothing needs a
+  repair; the full tangent repairs them (the next test).
+  """
   target = jnp.array([1.0, -2.0, 0.0])
   loss = lambda p: jnp.sum((p - target) ** 2)
   tx = mo.marthe(optax.adam, 1e-2)
@@ -182,7 +214,7 @@ def test_plain_adam_on_a_parabola_with_a_coordinate_at_its_optimum():
     updates, state = step(params, state)
     params = optax.apply_updates(params, updates)
   assert int(state.nonfinite_count) == 0
-  assert int(state.repaired_count) > 0
+  assert int(state.repaired_count) == 0
   assert float(state.learning_rate) > 2e-2  # it moved (up: far from target)
   assert float(loss(params)) < 0.1 * float(loss(jnp.zeros(3)))
   chex.assert_tree_all_finite(state)
