@@ -61,14 +61,14 @@ def _with_leading_axis(
     sharding: jax.sharding.Sharding, replicated: jax.sharding.Sharding
 ) -> jax.sharding.Sharding:
   """``sharding`` for an array with one more leading axis, not split."""
+  if sharding.is_fully_replicated:  # e.g. SingleDeviceSharding: any rank
+    return sharding
   if isinstance(sharding, NamedSharding):
     return NamedSharding(
         sharding.mesh,
         PartitionSpec(None, *sharding.spec),
         memory_kind=sharding.memory_kind,
     )
-  if sharding.is_fully_replicated:  # e.g. SingleDeviceSharding: any rank
-    return sharding
   # A sharding given by device positions (GSPMDSharding, ...) has no spec to
   # extend by one axis.
   return replicated
