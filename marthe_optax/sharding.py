@@ -61,14 +61,16 @@ def _with_leading_axis(
     sharding: jax.sharding.Sharding, replicated: jax.sharding.Sharding
 ) -> jax.sharding.Sharding:
   """``sharding`` for an array with one more leading axis, not split."""
-  if sharding.is_fully_replicated:  # e.g. SingleDeviceSharding: any rank
-    return sharding
   if isinstance(sharding, NamedSharding):
+    if not sharding.spec:  # P(): replicated at any rank
+      return sharding
     return NamedSharding(
         sharding.mesh,
         PartitionSpec(None, *sharding.spec),
         memory_kind=sharding.memory_kind,
     )
+  if sharding.is_fully_replicated:  # e.g. SingleDeviceSharding: any rank
+    return sharding
   # A sharding given by device positions (GSPMDSharding, ...) has no spec to
   # extend by one axis.
   return replicated
@@ -260,7 +262,7 @@ def state_sharding(
   ``optax.chain`` of MARTHE with other transformations) is handled the same
   way. Where the same array could match two params, the subtree it sits in
   decides: a ``[K, ...]`` leaf of a copy of ``{'w': (4, 16), 'v': (16,)}``
-  with ``K = 4`` at ``'v'`` is ``v``'s slice, not ``w``.
+  with ``K = 4`` at ``'v'`` is a slice of ``v``, not a copy of ``w``.
 
   Args:
     state: the optimizer state, or its shapes
@@ -337,9 +339,6 @@ def state_sharding(
   layout = _Params(params, params_sharding, replicated)
   leaves: list[_Leaf] = []
   _visit(state, (), False, layout, leaves)
-  treedef = jax.tree.structure(state)
-  if len(leaves) != treedef.num_leaves:  # a node whose view misled the walk
-    raise AssertionError(f"{len(leaves)} leaves visited, {treedef.num_leaves} in state")
   for leaf in leaves:
     if leaf.sharding is None and leaf.shape:
       leaf.sharding = layout.by_path(leaf.path, leaf.shape)
@@ -347,7 +346,9 @@ def state_sharding(
         leaf.sharding = layout.by_shape(leaf.shape)
     if leaf.sharding is None:
       leaf.sharding = replicated
-  return jax.tree.unflatten(treedef, [leaf.sharding for leaf in leaves])
+  return jax.tree.unflatten(
+      jax.tree.structure(state), [leaf.sharding for leaf in leaves]
+  )
 
 
 def fsdp_sharding(

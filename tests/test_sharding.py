@@ -600,3 +600,20 @@ def test_state_sharding_hidden_leaves_follow_unambiguous_shapes():
       state, params, params_sharding, replicated=NamedSharding(MESH, P())
   )
   assert sharding.leaves[2].spec == P()
+
+
+def test_state_sharding_leading_axis_of_other_shardings():
+  """A spec gains a whole leading axis even on a 1-device mesh; a
+  SingleDeviceSharding is the same at every rank."""
+  params = _shapes(w=(4,))
+  tx = mo.marthe_multi(optax.adamw, {"learning_rate": 1e-3, "weight_decay": 1e-4})
+  state = jax.eval_shape(tx.init, params)
+  mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
+  sharding = mo_sharding.state_sharding(state, params, NamedSharding(mesh, P("data")))
+  specs = {(np.shape(x), s.spec)
+           for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(sharding))}
+  assert {spec for shape, spec in specs if shape == (2, 4)} == {P(None, "data")}
+  assert {spec for shape, spec in specs if shape == (4,)} == {P("data")}
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  sharding = mo_sharding.state_sharding(state, params, device)
+  assert set(jax.tree.leaves(sharding)) == {device}
