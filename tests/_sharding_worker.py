@@ -21,7 +21,19 @@ the state leaves carry the params' shardings and the scalars are replicated
 (and equal on every device), and the custom calls of the compiled step (host
 callbacks would show up there).
 
-Usage: ``python tests/_sharding_worker.py [--devices 8] [--steps 50]``.
+It also trains with :func:`marthe_optax.marthe_multi` (``K = 2``: AdamW's
+learning rate and weight decay; ``K = 4``: one learning rate per layer through
+:func:`marthe_optax.per_group`, whose inner states are masked), on one device
+and under FSDP with the state placed by
+:func:`marthe_optax.sharding.state_sharding`, and reports the deviation of the
+FSDP run from the one-device run, the sharding of every param-shaped slice of
+the state (the ``[K, ...]`` tangents and ``b``, the masked inner states)
+against the one derived here from the params, and the state's bytes on one
+device next to its full size.
+
+Usage: ``python tests/_sharding_worker.py [--devices 8] [--steps 50]
+[--part all|multi]`` (``multi``: only the ``marthe_multi`` runs, e.g. to
+measure another checkout's ``state_sharding`` with ``PYTHONPATH``).
 """
 
 import argparse
@@ -36,6 +48,7 @@ def _parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--devices", type=int, default=8)
   parser.add_argument("--steps", type=int, default=50)
+  parser.add_argument("--part", choices=("all", "multi"), default="all")
   return parser.parse_args(argv)
 
 
@@ -320,6 +333,160 @@ def explicit_mode(params0, train, val, steps: int) -> dict:
     return dict(error=f"{type(e).__name__}: {str(e)[:400]}")
 
 
+def multi_learners(layers: int) -> dict:
+  """``marthe_multi`` with ``K = 2`` (AdamW) and ``K = 4`` (a rate per layer)."""
+  labels = {f"dense_{i}": {"w": f"dense_{i}", "b": f"dense_{i}"} for i in range(layers)}
+  return {
+      "adamw_k2": mo.marthe_multi(
+          functools.partial(optax.adamw, eps_root=1e-8),
+          {"learning_rate": 1e-3, "weight_decay": 1e-4},
+      ),
+      f"per_group_k{layers}": mo.marthe_multi(
+          mo.per_group(functools.partial(optax.sgd, momentum=0.9), labels),
+          {"learning_rate": {group: 0.02 for group in sorted(set(
+              jax.tree.leaves(labels)))}},
+      ),
+  }
+
+
+def _seals(node) -> bool:
+  return callable(getattr(node, "unseal", None))
+
+
+def unsealed(tree):
+  """``tree`` with each sealing node replaced by the tree it holds (same leaves)."""
+  return jax.tree.map(
+      lambda x: unsealed(x.unseal()) if _seals(x) else x, tree, is_leaf=_seals
+  )
+
+
+def slice_report(state, params0, params_sharding, k: int) -> dict:
+  """Every leaf of a ``marthe_multi`` state: what it is, where it is, its bytes.
+
+  The expected sharding of each leaf is derived from its path in the unsealed
+  state, independently of ``state_sharding``: a leaf whose path ends with a
+  param's path is a slice of that param (``[K, *shape]``: its sharding with
+  the leading axis whole; ``shape``: its sharding); any other leaf is
+  replicated.
+  """
+  mesh = params_mesh(params_sharding)
+  replicated = NamedSharding(mesh, P())
+  by_path = {
+      jax.tree_util.keystr(path): (np.shape(p), s)
+      for (path, p), s in zip(
+          jax.tree_util.tree_leaves_with_path(params0), jax.tree.leaves(params_sharding)
+      )
+  }
+  tree = unsealed(state)
+  masked = jax.tree.leaves(jax.tree.map(
+      lambda x: jax.tree.map(lambda _: True, x) if isinstance(x, optax.MaskedState) else False,
+      tree, is_leaf=lambda x: isinstance(x, optax.MaskedState),
+  ))
+  device = jax.devices()[0]
+  kinds = {kind: dict(leaves=0, param_split=0, split=0)
+           for kind in ("stacked", "masked", "param", "other")}
+  out = dict(mismatches=[], bytes_per_device=0, bytes_total=0, bytes_ideal=0,
+             bytes_replicated=0)
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  assert len(leaves) == len(masked) == len(jax.tree.leaves(state))
+  for (path, x), in_masked in zip(leaves, masked):
+    name = jax.tree_util.keystr(path)
+    match = max((p for p in by_path if name.endswith(p)), key=len, default=None)
+    if match is None:
+      kind, expected = "other", replicated
+    else:
+      shape, s = by_path[match]
+      if x.shape == (k,) + shape:
+        kind, expected = "stacked", NamedSharding(mesh, P(None, *s.spec))
+      elif x.shape == shape:
+        kind, expected = ("masked" if in_masked else "param"), s
+      else:
+        out["mismatches"].append(f"{name}: shape {x.shape} is no slice of {match} {shape}")
+        continue
+    shard = next(s for s in x.addressable_shards if s.device == device)
+    ideal = int(np.prod(expected.shard_shape(x.shape))) * x.dtype.itemsize
+    counts = kinds["masked" if in_masked and kind == "stacked" else kind]
+    counts["leaves"] += 1
+    counts["param_split"] += int(not expected.is_fully_replicated)
+    counts["split"] += int(shard.data.nbytes < x.nbytes)
+    if in_masked and kind == "stacked":
+      kinds["stacked"]["leaves"] += 1
+      kinds["stacked"]["param_split"] += int(not expected.is_fully_replicated)
+      kinds["stacked"]["split"] += int(shard.data.nbytes < x.nbytes)
+    if not x.sharding.is_equivalent_to(expected, x.ndim):
+      out["mismatches"].append(f"{name}: {x.sharding.spec} != {expected.spec}")
+    out["bytes_per_device"] += int(shard.data.nbytes)
+    out["bytes_total"] += int(x.nbytes)
+    out["bytes_ideal"] += ideal
+    if expected.is_fully_replicated:
+      out["bytes_replicated"] += int(x.nbytes)
+  out["kinds"] = kinds
+  return out
+
+
+def multi_case(mesh, params0, train, val, tx, steps: int) -> dict:
+  """``marthe_multi`` on one device and under FSDP, with the state sharded."""
+  def step(params, state, batch, val_batch):
+    value_fn = lambda p: loss(p, batch)
+    value, grads = jax.value_and_grad(value_fn)(params)
+    updates, state = tx.update(
+        grads, state, params, value_fn=value_fn, value=value,
+        val_grads=jax.grad(loss)(params, val_batch),
+    )
+    return optax.apply_updates(params, updates), state, mo.hyperparam_log(state)
+
+  params_sharding = mo_sharding.fsdp_sharding(params0, mesh)
+  batch_sharding = NamedSharding(mesh, P("data"))
+  runs = {}
+  for layout in ("single", "fsdp"):
+    if layout == "single":
+      put_params = put_batch = lambda x: jax.device_put(x, jax.devices()[0])
+      params = put_params(params0)
+      state = jax.jit(tx.init)(params)
+      jitted = jax.jit(step, donate_argnums=(0, 1))
+    else:
+      params = jax.device_put(params0, params_sharding)
+      state_sharding = mo_sharding.state_sharding(
+          jax.eval_shape(tx.init, params), params, params_sharding
+      )
+      state = jax.jit(tx.init, out_shardings=state_sharding)(params)
+      put_batch = lambda x: jax.device_put(x, batch_sharding)
+      jitted = jax.jit(
+          step,
+          in_shardings=(params_sharding, state_sharding, batch_sharding, batch_sharding),
+          out_shardings=(params_sharding, state_sharding, NamedSharding(mesh, P())),
+          donate_argnums=(0, 1),
+      )
+    val_batch = put_batch(val)
+    logs = []
+    for t in range(steps):
+      batch = put_batch((train[0][t], train[1][t]))
+      params, state, log = jitted(params, state, batch, val_batch)
+      logs.append(jax.block_until_ready(log))  # see run_layout
+    runs[layout] = dict(
+        params=params, state=state,
+        log={name: np.asarray([float(g[name]) for g in logs]) for name in logs[0]},
+    )
+  single, fsdp = runs["single"], runs["fsdp"]
+  k = len(single["state"].mu)
+  names = [n for n in single["log"] if not n.endswith("count")]
+  hyper = [n for n in names if "/" not in n or n.startswith("learning_rate/")]
+  out = dict(
+      k=k,
+      rel_err={n: rel_err(fsdp["log"][n], single["log"][n]) for n in names},
+      params_rel_err=params_rel_err(fsdp["params"], single["params"]),
+      counters={n: int(single["log"][n][-1]) for n in single["log"] if n.endswith("count")},
+      # How far each hyperparameter moved (max |log(theta_t / theta_0)|).
+      hyper_moved={
+          n: float(np.max(np.abs(np.log(single["log"][n] / single["log"][n][0]))))
+          for n in hyper
+      },
+      params_mismatches=sharding_mismatches(fsdp["params"], params_sharding, "params"),
+  )
+  out.update(slice_report(fsdp["state"], params0, params_sharding, k))
+  return out
+
+
 def rel_errs(run: dict, ref: dict) -> dict:
   """Relative deviation of ``run`` from the reference run ``ref``."""
   errs = {k: rel_err(run["trajectory"][k], ref["trajectory"][k]) for k in SCALARS}
@@ -341,6 +508,13 @@ def main(args) -> dict:
   params0 = jax.tree.map(np.asarray, init_mlp(key, SIZES))
   train, val = make_data(jax.random.fold_in(key, 1), args.steps, SIZES, BATCH)
   result = {"devices": n, "steps": args.steps, "cases": {}}
+  result["multi"] = {
+      name: multi_case(mesh, params0, train, val, tx, args.steps)
+      for name, tx in multi_learners(len(SIZES) - 1).items()
+  }
+  if args.part == "multi":
+    result["seconds"] = time.perf_counter() - start
+    return result
   for name, (inner, eta0, kappa) in LEARNERS.items():
     tx = mo.marthe(inner, learning_rate=eta0, hyper_lr_step=kappa)
     runs = {
