@@ -265,8 +265,10 @@ def step_and_tangent(
   """One inner step with one tangent per hyperparameter (eq. 9).
 
   For each of the ``K`` hyperparameters ``theta_k``, ``Z^k_{t+1}`` is the jvp
-  of ``Phi_t`` at ``(w_t, s_t, theta_t)`` along ``(mu_k Z^k_t, e_k)``, and
-  ``b^k_t = d w_{t+1} / d theta_k``. The ``K`` tangents are one batched
+  of ``Phi_t`` at ``(w_t, s_t, theta_t)`` along ``(mu_k Z^k_t, e_k)``,
+  computed as ``A_t (mu_k Z^k_t)`` (the jvp along the state alone) plus
+  ``B_t e_k`` (the jvp along ``theta`` alone, whose params part is
+  ``b^k_t = d w_{t+1} / d theta_k``). The ``K`` tangents are one batched
   computation (:func:`map_hyperparams`), so the cost grows linearly in ``K``
   with no per-hyperparameter code; the primal inner step, the forward pass
   and the training gradient are computed once (they do not depend on the
@@ -299,65 +301,75 @@ def step_and_tangent(
   """
   eye = jnp.eye(hyperparams.shape[0], dtype=hyperparams.dtype)
   updates, new_inner_state = inner_update(grads, inner_state, params, hyperparams)
+  hessian_free = mu is None
+  # Only the live leaves of the inner state carry a tangent (the others stay
+  # at zero, see live_state_leaves); the rest is closed over.
+  live = () if hessian_free else live_state_leaves(
+      inner_update, hyperparams, grads, inner_state, params, first_order
+  )
+  s_leaves, s_def = jax.tree.flatten(inner_state)
+  new_leaves = jax.tree.leaves(new_inner_state)
+  idx = [i for i, flag in enumerate(live) if flag]
+
+  def live_part(ds):
+    ds = jax.tree.leaves(ds)
+    return _repair(
+        [_from_jvp(ds[i], new_leaves[i]) for i in idx],
+        [new_leaves[i] for i in idx],
+    )
 
   def b_k(e):
-    # Along theta alone: the other inputs are closed over, so no zero tangent
-    # is materialised and no Hessian is formed.
-    _, du = jax.jvp(
-        lambda theta: inner_update(grads, inner_state, params, theta)[0],
+    # B_t e: along theta alone, the other inputs closed over, so no zero
+    # tangent is materialised and no Hessian is formed.
+    _, (du, ds) = jax.jvp(
+        lambda theta: inner_update(grads, inner_state, params, theta),
         (hyperparams,),
         (e,),
     )
-    return _repair(_from_jvp(du, params), updates)
+    du, n_u = _repair(_from_jvp(du, params), updates)
+    ds, n_s = live_part(ds)
+    return (du, ds), n_u | n_s
 
-  b, repaired = map_hyperparams(b_k, eye)
+  (b, b_state), repaired = map_hyperparams(b_k, eye)
   repaired = jnp.any(repaired)
-  if mu is None:
+  if hessian_free:
     new_tangent = EMPTY_TANGENT
   else:
-    # Only the live leaves of the inner state carry a tangent (the others
-    # stay at zero, see live_state_leaves); the rest is closed over.
-    live = live_state_leaves(
-        inner_update, hyperparams, grads, inner_state, params, first_order
-    )
-    s_leaves, s_def = jax.tree.flatten(inner_state)
-    new_leaves = jax.tree.leaves(new_inner_state)
-    idx = [i for i, flag in enumerate(live) if flag]
 
-    def step(g, s_live, w, theta):
+    def step(g, s_live, w):
       leaves = list(s_leaves)
       for i, x in zip(idx, s_live):
         leaves[i] = x
-      return inner_update(g, jax.tree.unflatten(s_def, leaves), w, theta)
+      return inner_update(g, jax.tree.unflatten(s_def, leaves), w, hyperparams)
 
-    def z_k(e, mz, ms):
+    def z_k(bk, bs, mz, ms):
+      # A_t (mu Z_t), then + B_t e_k (computed above).
       s_live = [s_leaves[i] for i in idx]
       if first_order:
         # H_t = 0: the gradient is a constant of the step (closed over).
         _, (du, ds) = jax.jvp(
-            lambda s, w, theta: step(grads, s, w, theta),
-            (s_live, params, hyperparams),
-            (ms, mz, e),
+            lambda s, w: step(grads, s, w), (s_live, params), (ms, mz)
         )
       else:
         hz = hessian_vector_product(value_fn, params, mz)
         _, (du, ds) = jax.jvp(
             step,
-            (grads, s_live, params, hyperparams),
-            (optax.tree.cast_like(hz, grads), ms, mz, e),
+            (grads, s_live, params),
+            (optax.tree.cast_like(hz, grads), ms, mz),
         )
       du, n_u = _repair(_from_jvp(du, params), updates)
-      ds = jax.tree.leaves(ds)
-      ds, n_s = _repair(
-          [_from_jvp(ds[i], new_leaves[i]) for i in idx],
-          [new_leaves[i] for i in idx],
-      )
-      return (optax.tree.add(mz, du), ds), n_u | n_s
+      ds, n_s = live_part(ds)
+      # mu Z + (B e + A mu Z), summed in the order of the one-jvp form, so
+      # that the numbers do not depend on how the jvp is split.
+      z_w = optax.tree.add(mz, optax.tree.add(bk, du))
+      z_s = [optax.tree.add(y, x) for x, y in zip(ds, bs)]
+      return (z_w, z_s), n_u | n_s
 
     stored = jax.tree.leaves(tangent.inner_state)
     (z_params, z_live), counts = map_hyperparams(
         z_k,
-        eye,
+        b,
+        b_state,
         scale_each(mu, tangent.params),
         [scale_each(mu, stored[i]) for i in idx],
     )
