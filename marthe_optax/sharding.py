@@ -18,15 +18,20 @@ sharding, and the scalars (learning rate, ``mu``, ``beta``, step counts) are
 replicated. :func:`fsdp_sharding` is a simple fully sharded layout for the
 params.
 
-Example::
-
-  mesh = jax.make_mesh((8,), ('data',), (jax.sharding.AxisType.Auto,))
-  params_sharding = mo.sharding.fsdp_sharding(params, mesh)
-  params = jax.device_put(params, params_sharding)
-  tx = mo.marthe(optax.sgd, learning_rate=0.01, hyper_lr_step=1e-6)
-  state_sharding = mo.sharding.state_sharding(
-      jax.eval_shape(tx.init, params), params)
-  state = jax.jit(tx.init, out_shardings=state_sharding)(params)
+Examples:
+  >>> import jax, jax.numpy as jnp, optax
+  >>> import marthe_optax as mo
+  >>> mesh = jax.make_mesh((len(jax.devices()),), ('data',),
+  ...                      (jax.sharding.AxisType.Auto,))
+  >>> params = {'w': jnp.zeros((16, 8)), 'b': jnp.zeros(8)}
+  >>> params_sharding = mo.sharding.fsdp_sharding(params, mesh)
+  >>> params = jax.device_put(params, params_sharding)
+  >>> tx = mo.marthe(optax.sgd, learning_rate=0.01, hyper_lr_step=1e-6)
+  >>> state_sharding = mo.sharding.state_sharding(
+  ...     jax.eval_shape(tx.init, params), params)
+  >>> state = jax.jit(tx.init, out_shardings=state_sharding)(params)
+  >>> state.b.unseal()['w'].sharding.spec, state.learning_rate.sharding.spec
+  (P('data', None), P())
 """
 
 import dataclasses

@@ -1,10 +1,12 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""Runs the Python blocks of README.md and docs/*.md that are marked runnable.
+"""Runs the Python blocks of README.md and docs/*.md, all of them.
 
 A block is runnable when the line before its opening fence is
-``<!-- runnable -->``. Each runs as pasted, in a fresh interpreter whose
-working directory is a temporary folder, so that it can rely on nothing but
-the installed package and its own text.
+``<!-- runnable -->``, and every ``python`` block must be: one without the
+marker fails ``test_every_python_block_is_runnable``. Each runs as pasted, in
+a fresh interpreter whose working directory is a temporary folder, so that it
+can rely on nothing but the installed package and its own text. The blocks of
+``docs/multi_device.md`` run on 8 CPU devices.
 """
 
 import glob
@@ -23,6 +25,21 @@ _BLOCK = re.compile(
     r"^" + re.escape(MARKER) + r"[ \t]*\n```python[ \t]*\n(.*?)^```[ \t]*$",
     re.MULTILINE | re.DOTALL,
 )
+
+
+# Extra environment for the blocks of a document, by file name.
+ENV = {"multi_device.md": {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}}
+
+
+def unmarked_blocks(path: str) -> list[int]:
+  """The line numbers of the python fences in ``path`` without the marker."""
+  with open(path, encoding="utf-8") as f:
+    lines = f.read().splitlines()
+  return [
+      i + 1 for i, line in enumerate(lines)
+      if re.fullmatch(r"```python[ \t]*", line)
+      and (i == 0 or lines[i - 1].strip() != MARKER)
+  ]
 
 
 def runnable_blocks(path: str) -> list[str]:
@@ -49,9 +66,9 @@ def _cases():
   ]
 
 
-def run_block(code: str, cwd) -> str:
+def run_block(code: str, cwd, env=None) -> str:
   """Runs ``code`` in a new interpreter in ``cwd``; returns its stdout."""
-  env = dict(os.environ, MPLBACKEND="Agg")
+  env = dict(os.environ, MPLBACKEND="Agg", **(env or {}))
   # The package must come from the environment, as for a user (the editable
   # install in CI), never from the checkout through the working directory.
   proc = subprocess.run(
@@ -99,11 +116,39 @@ def test_quick_start_output(tmp_path):
   )
 
 
+def test_every_python_block_is_runnable():
+  unmarked = {
+      os.path.relpath(path, ROOT): lines
+      for path in _documents()
+      if (lines := unmarked_blocks(path))
+  }
+  assert not unmarked, f"python blocks without {MARKER} (file: lines): {unmarked}"
+
+
+def test_unmarked_blocks_are_found(tmp_path):
+  doc = tmp_path / "doc.md"
+  doc.write_text(
+      f"```python\nfirst\n```\n\n{MARKER}\n```python\nsecond\n```\n"
+      "text\n```python\nthird\n```\n```bash\nnot python\n```\n"
+  )
+  assert unmarked_blocks(str(doc)) == [1, 10]
+  assert runnable_blocks(str(doc)) == ["second\n"]
+
+
 @pytest.mark.parametrize("path,index,code", _cases())
 def test_runnable_block(path, index, code, tmp_path):
   if path.endswith("README.md") and index == 0:
     pytest.skip("the quick start: test_quick_start_output")
-  run_block(code, tmp_path)
+  if path.endswith("multi_device.md") and index == 0:
+    pytest.skip("test_multi_device_block_runs_on_8_devices")
+  run_block(code, tmp_path, ENV.get(os.path.basename(path)))
+
+
+def test_multi_device_block_runs_on_8_devices(tmp_path):
+  code = runnable_blocks(os.path.join(ROOT, "docs", "multi_device.md"))[0]
+  # The placement is real: 8 devices, and the params split over all of them.
+  code += "\nassert len(jax.devices()) == 8 and len(params['w1'].sharding.device_set) == 8\n"
+  run_block(code, tmp_path, ENV["multi_device.md"])
 
 
 def test_api_reference_rewrites_rest_markup():
