@@ -268,13 +268,12 @@ def train(
     config: TrainConfig,
     inputs: RunInputs,
     value: Any = None,
-    *,
-    inner: methods.InnerFactory = optax.sgd,
-    learning_rate: Any = None,
+    **options,
 ) -> RunResult:
   """One training run (:func:`fit`) and its final evaluation.
 
-  The arguments are those of :func:`fit`; the method is evaluated at its
+  The arguments are those of :func:`fit` (``options``: its ``inner`` and
+  ``learning_rate``); the method is evaluated at its
   :meth:`~marthe_lab.methods.Method.evaluation_params`.
 
   Returns:
@@ -293,8 +292,7 @@ def train(
   m = methods.get(method)
   x_tr, y_tr, x_val, y_val, x_te, y_te = arrays
   acc = functools.partial(models.accuracy, models.mlp_apply)
-  run = fit(m, arrays, config, inputs, value, inner=inner,
-            learning_rate=learning_rate)
+  run = fit(m, arrays, config, inputs, value, **options)
   params = m.evaluation_params(run.opt_state, run.params)
   trace = run.records
   initial_val_loss = loss(inputs.params, (x_val, y_val))
