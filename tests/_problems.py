@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from marthe_lab import loop
+from marthe_lab import models
 
 INNERS = {
     "sgd": optax.sgd,
@@ -55,8 +56,7 @@ def mlp(params, x):
 
 
 def loss(params, x, y):
-  logits = mlp(params, x)
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  return models.cross_entropy(mlp, params, x, y)
 
 
 def make_problem(seed=0, steps=8, batch=6, sizes=(5, 8, 3), dtype=jnp.float32):

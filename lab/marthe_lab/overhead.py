@@ -29,6 +29,7 @@ import marthe_optax as mo
 from marthe_lab import loop
 from marthe_lab import methods
 from marthe_lab import models
+from marthe_lab import multi
 
 INNERS = {name: methods.INNERS[name] for name in ("sgd", "momentum", "adam")}
 LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3}
@@ -61,9 +62,7 @@ def _multi(method: str, inner, lr) -> tuple:
     with_decay = lambda learning_rate, weight_decay: optax.chain(
         optax.add_decayed_weights(weight_decay), inner(learning_rate))
     return with_decay, {"learning_rate": lr, "weight_decay": 1e-4}
-  labels = lambda params: [jax.tree.map(lambda _: f"layer{i}", layer)
-                           for i, layer in enumerate(params)]
-  return (mo.per_group(inner, labels),
+  return (mo.per_group(inner, multi.per_layer_labels),
           {"learning_rate": {f"layer{i}": lr for i in range(4)}})
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 
 from marthe_lab import loop
+from marthe_lab import models
 
 SCALARS = ("learning_rate", "mu", "hyper_lr", "hypergradient")
 
@@ -40,8 +41,7 @@ def mlp(params: dict, x: jax.Array) -> jax.Array:
 
 def loss(params: dict, batch) -> jax.Array:
   """Mean cross-entropy of the MLP ``params`` on ``batch = (x, y)``."""
-  x, y = batch
-  return optax.softmax_cross_entropy_with_integer_labels(mlp(params, x), y).mean()
+  return models.cross_entropy(mlp, params, *batch)
 
 
 def make_data(key: jax.Array, steps: int, sizes, batch: int):
