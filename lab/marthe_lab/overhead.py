@@ -15,6 +15,12 @@ MARTHE replace the gradient by one forward-over-reverse ``jax.jvp`` of it
 (gradient and Hessian-vector product together) and add the validation
 gradient. The knob-free MARTHE's first-order tangent adds only O(d) jvps to HD
 with a validation objective; its full tangent costs what MARTHE costs.
+
+The ``floor`` (SGD inner only) is the least a MARTHE-over-SGD step must
+compute, written out by hand (:func:`floor_step`): the jvp of the training
+gradient along ``Z`` (gradient and Hessian-vector product together), the
+validation gradient, one dot product, the SGD step and the tangent update.
+``marthe / floor`` is what the package's bookkeeping costs.
 """
 
 import statistics
@@ -53,6 +59,7 @@ and HD gets no extra argument)."""
 METHODS = ("plain", "hd", "hd_val", "knob_free", "knob_free_full", "rtho",
            "marthe")
 MULTI_METHODS = ("marthe_k1", "marthe_k2", "marthe_k4")
+FLOOR = "floor"
 
 def _multi(method: str, inner, lr) -> tuple:
   """The inner factory and initial hyperparameters of ``marthe_kK``."""
@@ -103,6 +110,46 @@ def make_step(model: models.Model, method: str, tx: optax.GradientTransformation
   return jax.jit(run, donate_argnums=(0, 1))
 
 
+class FloorState(NamedTuple):
+  """The floor's state: the tangent ``Z_t`` and the learning rate."""
+
+  tangent: optax.Params
+  learning_rate: jax.Array
+
+
+def floor_step(model: models.Model, hyper_lr: float = 1e-8):
+  """The least a MARTHE-over-SGD step computes, written out by hand.
+
+  ``Delta eta = <Z_t, grad E(w_t)>``, ``eta_t = max(eta_{t-1} - beta Delta
+  eta, 0)``, ``w_{t+1} = w_t - eta_t g_t`` and ``Z_{t+1} = Z_t - eta_t H_t
+  Z_t - g_t`` (``mu = 1``), with ``g_t`` and ``H_t Z_t`` from one
+  forward-over-reverse jvp of the training gradient. No guard, no horizon
+  rule, no bookkeeping: the reference of :func:`marthe_optax.marthe`'s cost.
+
+  Args:
+    model: the model.
+    hyper_lr: ``beta``.
+
+  Returns:
+    The jit-compiled ``step(params, state, x, y, x_val, y_val) -> (params,
+    state)`` (params and a :class:`FloorState` donated).
+  """
+  loss = lambda p, x, y: models.cross_entropy(model.apply, p, x, y)
+
+  def run(params, state, x, y, x_val, y_val):
+    grads, hz = jax.jvp(
+        lambda p: jax.grad(loss)(p, x, y), (params,), (state.tangent,))
+    val_grads = jax.grad(loss)(params, x_val, y_val)
+    hypergradient = optax.tree.vdot(state.tangent, val_grads)
+    eta = jnp.maximum(state.learning_rate - hyper_lr * hypergradient, 0.0)
+    tangent = jax.tree.map(
+        lambda z, h, g: z - eta * h - g, state.tangent, hz, grads)
+    params = jax.tree.map(lambda w, g: w - eta * g, params, grads)
+    return params, FloorState(tangent, eta)
+
+  return jax.jit(run, donate_argnums=(0, 1))
+
+
 def tree_bytes(tree) -> int:
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
@@ -126,9 +173,16 @@ def build_case(model, method, inner_name, batch, val_batch, key) -> tuple:
   y = jax.random.randint(ky, (batch,), 0, 10)
   x_val = jax.random.normal(kv, (val_batch,) + model.input_shape)
   y_val = jax.random.randint(kw, (val_batch,), 0, 10)
-  tx = make_transformation(method, inner_name)
-  state = tx.init(params)
-  step = make_step(model, method, tx)
+  if method == FLOOR:
+    if inner_name != "sgd":
+      raise ValueError(f"the floor is a MARTHE-over-SGD step; got {inner_name!r}")
+    state = FloorState(optax.tree.zeros_like(params),
+                       jnp.asarray(LEARNING_RATES["sgd"], jnp.float32))
+    step = floor_step(model)
+  else:
+    tx = make_transformation(method, inner_name)
+    state = tx.init(params)
+    step = make_step(model, method, tx)
   start = time.perf_counter()
   compiled = step.lower(params, state, x, y, x_val, y_val).compile()
   compile_s = time.perf_counter() - start
