@@ -80,6 +80,7 @@ import optax
 
 import marthe_optax as mo
 from marthe_optax import sharding as mo_sharding
+from marthe_lab import loop
 from marthe_lab.sharded import SCALARS, init_mlp, loss, make_data, train_step
 
 SIZES = (48, 32, 32, 32, 10)  # the section-5 MLP (784-500-500-500-10), small
@@ -300,13 +301,11 @@ def explicit_mode(params0, train, val, steps: int) -> dict:
   def gathered_loss(p, batch):
     return loss(jax.tree.map(lambda x: jax.sharding.reshard(x, P()), p), batch)
 
+  marthe_step = loop.make_step(tx, gathered_loss, ("value_fn", "val_grads"))
+
   def step(params, state, batch, val_batch):
-    value_fn = lambda p: gathered_loss(p, batch)
-    updates, state = tx.update(
-        jax.grad(value_fn)(params), state, params, value_fn=value_fn,
-        val_grads=jax.grad(gathered_loss)(params, val_batch),
-    )
-    return optax.apply_updates(params, updates), state
+    params, state, _, _ = marthe_step(params, state, batch, val_batch)
+    return params, state
 
   try:
     with jax.set_mesh(mesh):
@@ -426,14 +425,11 @@ def slice_report(state, params0, params_sharding, k: int) -> dict:
 
 def multi_case(mesh, params0, train, val, tx, steps: int) -> dict:
   """``marthe_multi`` on one device and under FSDP, with the state sharded."""
+  marthe_step = loop.make_step(tx, loss, ("value_fn", "val_grads", "value"))
+
   def step(params, state, batch, val_batch):
-    value_fn = lambda p: loss(p, batch)
-    value, grads = jax.value_and_grad(value_fn)(params)
-    updates, state = tx.update(
-        grads, state, params, value_fn=value_fn, value=value,
-        val_grads=jax.grad(loss)(params, val_batch),
-    )
-    return optax.apply_updates(params, updates), state, mo.hyperparam_log(state)
+    params, state, _, _ = marthe_step(params, state, batch, val_batch)
+    return params, state, mo.hyperparam_log(state)
 
   params_sharding = mo_sharding.fsdp_sharding(params0, mesh)
   batch_sharding = NamedSharding(mesh, P("data"))
