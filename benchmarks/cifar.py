@@ -34,6 +34,8 @@ import dataclasses
 import json
 import os
 
+import matplotlib
+
 from marthe_lab import cifar
 
 
@@ -96,6 +98,7 @@ def config(args) -> cifar.Config:
 
 
 def main(argv=None) -> dict:
+  matplotlib.use("Agg")  # files only: the figures are written, not shown
   args = parse(argv)
   cfg = config(args)
   os.makedirs(args.out, exist_ok=True)

@@ -78,7 +78,7 @@ def sweep_method(mu, first_order: bool, step_sizes) -> lr_free.Method:
       f"knob-free mu={mu} first_order={first_order}", "hypergradient",
       lambda c, h, n: mo.marthe(optax.sgd, learning_rate=c.learning_rate,
                                 step_size=h, mu=mu, first_order=first_order),
-      "objective_value", lr_free._state_lr, ("learning_rate",),
+      "objective_value", lr_free.state_lr, ("learning_rate",),
       selects="step_size", grid=tuple(step_sizes),
       needs_value_fn=not first_order)
 

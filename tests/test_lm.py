@@ -17,7 +17,7 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 
 import marthe_optax as mo  # pylint: disable=g-import-not-at-top
 from marthe_lab import lm  # pylint: disable=g-import-not-at-top
-from marthe_lab import lm_bench  # pylint: disable=g-import-not-at-top
+
 
 TEXT = "the cat sat on the mat; a dog ran after it!\n" * 3  # 132 characters
 
@@ -131,7 +131,7 @@ def test_loss_starts_near_uniform():
 
 @pytest.fixture(scope="module")
 def prepared():
-  return lm_bench.prepare(CONFIG, lm.split_corpus(TEXT * 4))
+  return lm.prepare(CONFIG, lm.split_corpus(TEXT * 4))
 
 
 def _run(prepared, tx, feed, **kw):
@@ -180,7 +180,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert (tmp_path / name).stat().st_size > 0
   saved = json.loads((tmp_path / "lm.json").read_text())
   by_name = {s["method"]: s for s in saved["methods"]}
-  assert list(by_name) == list(lm_bench.METHODS)  # constant AdamW first
+  assert list(by_name) == list(lm.METHODS)  # constant AdamW first
   assert by_name["adamw"]["time"]["run_ratio"] == 1.0
   assert by_name["cosine"]["settings"] == len(CONFIG.peaks)
   assert by_name["cosine"]["hyper"][0] in CONFIG.peaks
