@@ -84,10 +84,10 @@ def _final_hyperparams(arrays, config, inputs, seeds, kappas):
     def step(carry, xs):
       params, state = carry
       idx, vidx = xs
-      loss = lambda p: train_lib.models.cross_entropy(p, x_tr[idx], y_tr[idx])
+      loss = lambda p: train_lib.models.cross_entropy(train_lib.models.mlp_apply, p, x_tr[idx], y_tr[idx])
       updates, state = tx.update(
           jax.grad(loss)(params), state, params, value_fn=loss,
-          val_grads=jax.grad(train_lib.models.cross_entropy)(
+          val_grads=jax.grad(functools.partial(train_lib.models.cross_entropy, train_lib.models.mlp_apply))(
               params, x_val[vidx], y_val[vidx]))
       return (optax.apply_updates(params, updates), state), None
 

@@ -490,7 +490,7 @@ def best_constant(
   Returns:
     ``([S'] best constants, [S', C] mean E of every candidate)``.
   """
-  loss = lambda p, b: models.cross_entropy(p, b[0], b[1])
+  loss = lambda p, b: models.cross_entropy(models.mlp_apply, p, b[0], b[1])
 
   def value(p, key, eta, sample, objective):
     return exact.schedule_objective(
@@ -534,9 +534,9 @@ def run_lrs_opt(
   """
   config = preset.config
   seeds = np.arange(preset.lrs_opt_seeds, dtype=np.int32)
-  loss = lambda p, b: models.cross_entropy(p, b[0], b[1])
+  loss = lambda p, b: models.cross_entropy(models.mlp_apply, p, b[0], b[1])
   objective = jax.tree_util.Partial(
-      lambda x, y, p: models.cross_entropy(p, x, y), arrays.x_val, arrays.y_val
+      lambda x, y, p: models.cross_entropy(models.mlp_apply, p, x, y), arrays.x_val, arrays.y_val
   )
   sample = exact.random_minibatches(
       (arrays.x_train, arrays.y_train), config.batch_size, config.steps
@@ -737,8 +737,8 @@ def estimate(
   sample = exact.random_minibatches(
       (arrays.x_train, arrays.y_train), config.batch_size, probe_steps)
   objective = jax.tree_util.Partial(
-      lambda x, y, p: models.cross_entropy(p, x, y), arrays.x_val, arrays.y_val)
-  loss = lambda q, bb: models.cross_entropy(q, bb[0], bb[1])
+      lambda x, y, p: models.cross_entropy(models.mlp_apply, p, x, y), arrays.x_val, arrays.y_val)
+  loss = lambda q, bb: models.cross_entropy(models.mlp_apply, q, bb[0], bb[1])
   draws = preset.lrs_opt_draws
 
   def outer_step(p, key, sample, objective):

@@ -247,7 +247,7 @@ def train(
     A :class:`RunResult`.
   """
   x_tr, y_tr, x_val, y_val, x_te, y_te = arrays
-  loss = models.cross_entropy
+  loss = functools.partial(models.cross_entropy, models.mlp_apply)
   params = inputs.params
   batches = inputs.batches[: config.steps]
   val_batches = inputs.val_batches[: config.steps]
@@ -300,9 +300,9 @@ def train(
       initial_val_loss=initial_val_loss,
       train_loss=loss(params, x_tr, y_tr),
       val_loss=val_loss,
-      val_accuracy=models.accuracy(params, x_val, y_val),
+      val_accuracy=models.accuracy(models.mlp_apply, params, x_val, y_val),
       test_loss=loss(params, x_te, y_te),
-      test_accuracy=models.accuracy(params, x_te, y_te),
+      test_accuracy=models.accuracy(models.mlp_apply, params, x_te, y_te),
       nonfinite_count=jnp.asarray(0 if nonfinite is None else nonfinite),
       diverged=diverged,
   )
