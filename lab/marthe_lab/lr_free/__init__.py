@@ -25,7 +25,8 @@ The methods (:data:`METHODS`):
   :func:`marthe_optax.selection.select_hyper_lr_step`: the candidates of its
   default grid ``1, 0.1, ..., 1e-9`` train over the whole horizon, largest
   first, until one does not diverge (no validation score is looked at; all
-  those runs count in the method's time); and MARTHE's knob-free mode,
+  those runs count in the method's time; the verdicts are read by
+  :func:`marthe_lab.choose.select_from_curves`); and MARTHE's knob-free mode,
   ``marthe(sgd, eta_0)`` with nothing else set, also with
   ``first_order=True`` and ``first_order=False`` explicitly, fed
   ``val_grads`` of the validation minibatch and ``value=`` the training
@@ -51,30 +52,28 @@ The package, by concern:
 
 * :mod:`~marthe_lab.lr_free.tasks`: the data, the models (the 1-D CNN) and
   every seed's inputs;
-* :mod:`~marthe_lab.lr_free.methods`: :class:`Method` and :data:`METHODS`;
-* :mod:`~marthe_lab.lr_free.runs`: one run (:func:`train_step`, :func:`fit`,
-  :func:`train`), vmapped over seeds (:func:`run_rows`), and the selection
-  (:func:`select_index`, :func:`best_in_hindsight`);
+* :mod:`~marthe_lab.lr_free.methods`: :class:`Method` and :data:`METHODS`,
+  the benchmark's rows, each an entry of the one registry
+  :data:`marthe_lab.methods.METHODS`;
+* :mod:`~marthe_lab.lr_free.runs`: one run (:func:`fit`: the step builder and
+  loop of :mod:`marthe_lab.loop`; :func:`train`), vmapped over seeds
+  (:func:`run_rows`);
 * :mod:`~marthe_lab.lr_free.runner`: :class:`Runner`, :func:`run_method`,
   :func:`run_benchmark`;
 * :mod:`~marthe_lab.lr_free.results`: summaries, the table and the figures.
 """
 
-# pylint: disable=g-importing-member,useless-import-alias
+# pylint: disable=g-importing-member
 from marthe_lab.lr_free.methods import (
-    ADAM_LEARNING_RATE, BEST_CONSTANT_GRID, KNOB_FREE_NEEDS_VALUE_FN, METHODS,
-    Method, cosine_schedule, get_method, sgdr_periods, sgdr_schedule,
-    state_lr, steps_per_epoch)
+    ADAM_LEARNING_RATE, BEST_CONSTANT_GRID, METHODS, Method, cosine_schedule,
+    get_method, sgdr_periods, sgdr_schedule)
 from marthe_lab.lr_free.results import (
     TABLE_HEADER, MethodResult, Timing, plot_accuracy_vs_time, plot_schedules,
     summarize, table_rows)
 from marthe_lab.lr_free.runner import (
     Runner, run_benchmark, run_method, task_methods)
-from marthe_lab.lr_free.runs import (
-    Run, best_in_hindsight, candidates, evaluation_params, fit, run_rows,
-    select_index, train, train_step)
+from marthe_lab.lr_free.runs import Run, candidates, fit, run_rows, train
 from marthe_lab.lr_free.tasks import (
-    CNN_CHANNELS, CNN_KERNEL, CNN_STRIDE, TASKS, Arrays, Model, Prepared,
-    RunInputs, Task, TrainConfig, accuracy, cnn1d_apply, conv1d_same,
-    cross_entropy, get_model, init_cnn1d, make_inputs, n_params, prepare,
-    seed_inputs)
+    CNN_CHANNELS, CNN_KERNEL, CNN_STRIDE, TASKS, Arrays, Prepared, RunInputs,
+    Task, TrainConfig, cnn1d_apply, conv1d_same, get_model, init_cnn1d,
+    make_inputs, n_params, prepare, seed_inputs)

@@ -15,10 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from marthe_optax import selection
+from marthe_lab import choose
 from marthe_lab.lr_free.results import MethodResult, Timing, summarize
 from marthe_lab.lr_free.methods import METHODS, Method, get_method
 from marthe_lab.lr_free.runs import (
-    Run, best_in_hindsight, candidates, run_rows, select_index)
+    Run, candidates, run_rows)
 from marthe_lab.lr_free.tasks import (
     TASKS, Prepared, TrainConfig, n_params, prepare)
 
@@ -61,7 +62,7 @@ class Runner:
   for every seed over the whole horizon, until every seed has a candidate
   whose run did not diverge (the final verdict is
   :func:`~marthe_optax.selection.select_hyper_lr_step`'s, see
-  :func:`select_index`: the same value as evaluating all candidates, and the
+  :func:`~marthe_lab.choose.select_from_curves`: the same value as evaluating all candidates, and the
   winner's run is the trained model). Every run counts in the method's time.
 
   Attributes:
@@ -155,7 +156,7 @@ def run_method(
   select_s = 0.0
   if m.grid is not None:
     t0 = time.perf_counter()
-    i = best_in_hindsight(run.val_accuracy)
+    i = choose.best_in_hindsight(run.val_accuracy)
     selected = np.full(n_seeds, grid[i])
     diverged = np.asarray(run.diverged).T  # [S, C]
     candidate_val = np.asarray(run.val_accuracy).T
@@ -165,7 +166,7 @@ def run_method(
     t0 = time.perf_counter()
     picks, selected, diverged = [], [], []
     for s in range(n_seeds):
-      chosen, i = select_index(run.train_loss[:, s], grid[:tried])
+      chosen, i = choose.select_from_curves(run.train_loss[:, s], grid[:tried])
       picks.append(i)
       selected.append(np.nan if chosen is None else chosen.value)
       verdict = (np.ones(tried, bool) if chosen is None

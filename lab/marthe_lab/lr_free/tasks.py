@@ -3,18 +3,19 @@
 
 Three tasks (:data:`TASKS`): section 5's MLP on scikit-learn's digits, the
 same MLP on MNIST-1D, and a small 1-D CNN (:func:`init_cnn1d`) on MNIST-1D.
-Every method of a task starts from the same ``w_0`` and minibatch
-progression per seed (:func:`seed_inputs`).
+Each model is a :class:`marthe_lab.models.Model` (:func:`get_model`), its
+loss and accuracy those of :mod:`marthe_lab.models`. Every method of a task
+starts from the same ``w_0`` and minibatch progression per seed
+(:func:`seed_inputs`).
 """
 
 import functools
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from marthe_lab import data as data_lib
 from marthe_lab import models
@@ -32,14 +33,6 @@ CNN_STRIDE = 2
 
 # ----------------------------------------------------------------------------
 # Models.
-
-
-class Model(NamedTuple):
-  """A classifier: ``init(key, in_dim, num_classes)`` and ``apply(params, x)``."""
-
-  name: str
-  init: Callable[[jax.Array, int, int], Any]
-  apply: Callable[[Any, jax.Array], jax.Array]
 
 
 def init_cnn1d(
@@ -123,29 +116,30 @@ def cnn1d_apply(params: list, x: jax.Array, stride: int = CNN_STRIDE) -> jax.Arr
   return h @ params[-1]["kernel"] + params[-1]["bias"]
 
 
-def get_model(name: str, config: TrainConfig) -> Model:
-  """``'mlp'`` (section 5's MLP, widths ``config.hidden``) or ``'cnn1d'``."""
+def get_model(name: str, config: TrainConfig, in_dim: int,
+              num_classes: int = 10) -> models.Model:
+  """The :class:`marthe_lab.models.Model` of a task.
+
+  Args:
+    name: ``'mlp'`` (section 5's MLP, widths ``config.hidden``) or
+      ``'cnn1d'`` (:func:`init_cnn1d`, :func:`cnn1d_apply`).
+    config: the inner problem.
+    in_dim: the input features (the signal length for the CNN).
+    num_classes: the number of logits.
+
+  Returns:
+    The model; ``init(key)`` draws ``w_0``.
+
+  Raises:
+    ValueError: on an unknown name.
+  """
   if name == "mlp":
-    return Model(
-        "mlp",
-        lambda key, d, k: models.init_mlp(key, d, config.hidden, k),
-        models.mlp_apply,
-    )
+    return models.mlp(in_dim, config.hidden, num_classes)
   if name == "cnn1d":
-    return Model("cnn1d", init_cnn1d, cnn1d_apply)
+    return models.Model(
+        "cnn1d", lambda key: init_cnn1d(key, in_dim, num_classes),
+        cnn1d_apply, (in_dim,))
   raise ValueError(f"Unknown model {name!r}; use 'mlp' or 'cnn1d'.")
-
-
-def cross_entropy(apply: Callable, params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy of ``apply(params, x)`` against ``y``."""
-  return optax.softmax_cross_entropy_with_integer_labels(apply(params, x), y).mean()
-
-
-def accuracy(apply: Callable, params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-  """Fraction classified correctly; non-finite logits count as wrong."""
-  logits = apply(params, x)
-  finite = jnp.all(jnp.isfinite(logits), axis=-1)
-  return jnp.mean((jnp.argmax(logits, -1) == y) & finite)
 
 
 class Task(NamedTuple):
@@ -182,10 +176,8 @@ def seed_inputs(
   inputs = train_lib.seed_inputs(seed, arrays, config, num_classes)
   if model == "mlp":
     return inputs
-  net = get_model(model, config)
-  params = net.init(train_lib.seed_keys(seed)[0], arrays.x_train.shape[1],
-                    num_classes)
-  return inputs._replace(params=params)
+  net = get_model(model, config, arrays.x_train.shape[1], num_classes)
+  return inputs._replace(params=net.init(train_lib.seed_keys(seed)[0]))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config", "num_classes"))
@@ -226,8 +218,8 @@ def prepare(task: Task, config: TrainConfig, seeds: Sequence[int]) -> Prepared:
 def n_params(model: str, dataset: data_lib.Dataset, config: TrainConfig) -> int:
   """The number of trainable parameters of ``model`` on ``dataset``."""
   shapes = jax.eval_shape(
-      lambda k: get_model(model, config).init(
-          k, dataset.x_train.shape[1], dataset.num_classes),
+      get_model(model, config, dataset.x_train.shape[1],
+                dataset.num_classes).init,
       jax.random.key(0))
   return int(sum(np.prod(s.shape) for s in jax.tree.leaves(shapes)))
 
