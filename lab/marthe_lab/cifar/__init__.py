@@ -53,7 +53,7 @@ The package, by concern:
 # pylint: disable=g-importing-member
 from marthe_lab.cifar.checkpoints import Budget, Checkpoints, Stopped
 from marthe_lab.cifar.config import (
-    EXPERIMENTS, INNERS, METHODS, ONLINE, Config, load_data, make_optimizer,
+    EXPERIMENTS, METHODS, ONLINE, Config, load_data, make_optimizer,
     preset, sgdr_schedule, steps_per_epoch)
 from marthe_lab.cifar.results import COLORS, plot, save_json
 from marthe_lab.cifar.runner import (

@@ -7,24 +7,20 @@ fixed schedules, or HD / RTHO / MARTHE over the experiment's inner optimizer).
 """
 
 import dataclasses
-import functools
 from typing import Optional
 
 import optax
 
-import marthe_optax as mo
+from marthe_lab import data as data_lib
+from marthe_lab import methods as methods_lib
 from marthe_lab.cifar import data as cifar_data
 
 
 METHODS = ("staircase", "exponential", "sgdr", "hd", "rtho", "marthe")
 ONLINE = ("hd", "rtho", "marthe")
-INNERS = {
-    "sgdm": functools.partial(optax.sgd, momentum=0.9),
-    "adam": optax.adam,
-}
 EXPERIMENTS = {
     # name: (dataset, model, inner, eta_0)
-    "vgg11-cifar10": ("cifar10", "vgg11", "sgdm", 0.1),
+    "vgg11-cifar10": ("cifar10", "vgg11", "momentum", 0.1),
     "resnet18-cifar100": ("cifar100", "resnet18", "adam", 3e-4),
 }
 
@@ -38,7 +34,7 @@ class Config:
 
   dataset: str = "cifar10"  # 'cifar10', 'cifar100' or 'synthetic'
   model: str = "vgg11"  # 'vgg11' or 'resnet18'
-  inner: str = "sgdm"  # 'sgdm' or 'adam'
+  inner: str = "momentum"  # a key of marthe_lab.methods.INNERS
   eta0: float = 0.1
   width: float = 1.0
   epochs: int = 200
@@ -106,7 +102,7 @@ def preset(name: str, experiment: str = "vgg11-cifar10", **overrides) -> Config:
         # 5 CPU-minutes; run on a harder version of the data, separation
         # 0.25): 1e-7 overflows, 1e-8 multiplies the loss by 9.4, 1e-9 and
         # below do not diverge.
-        kappa=1e-9 if inner == "sgdm" else None,
+        kappa=1e-9 if inner == "momentum" else None,
         selection_steps=20, selection_start=1e-7, selection_num=6, **base,
     )
   elif name == "smoke":
@@ -136,38 +132,35 @@ def load_data(cfg: Config) -> cifar_data.Cifar:
 
 
 def steps_per_epoch(cfg: Config, num_train: int) -> int:
-  """Full batches per epoch (the last partial batch is dropped), capped."""
-  steps = num_train // cfg.batch_size
-  if steps < 1:
-    raise ValueError(
-        f"batch_size {cfg.batch_size} exceeds the {num_train} training images."
-    )
+  """:func:`marthe_lab.data.steps_per_epoch` (full batches), capped by
+  ``cfg.max_steps_per_epoch``."""
+  steps = data_lib.steps_per_epoch(num_train, cfg.batch_size)
   return min(steps, cfg.max_steps_per_epoch or steps)
 
 
 def sgdr_schedule(
     eta0: float, t0_steps: int, mult: float, total_steps: int
 ) -> optax.Schedule:
-  """SGDR (Loshchilov & Hutter, 2017): cosine decays restarted at ``eta0``.
+  """SGDR (Loshchilov & Hutter, 2017): ``optax.sgdr_schedule`` from ``eta0``.
 
-  Periods ``T_0, T_0 mult, T_0 mult^2, ...`` steps, joined with
-  ``optax.join_schedules`` until ``total_steps`` are covered.
+  Cosine decays to 0 restarted at ``eta0``, of ``T_0, T_0 mult, T_0 mult^2,
+  ...`` steps (rounded), until ``total_steps`` are covered.
   """
-  schedules, boundaries, start, period = [], [], 0, float(t0_steps)
+  periods, start, period = [], 0, float(t0_steps)
   while start < total_steps:
-    length = max(1, int(round(period)))
-    schedules.append(optax.cosine_decay_schedule(eta0, length))
-    start += length
-    boundaries.append(start)
+    periods.append(max(1, int(round(period))))
+    start += periods[-1]
     period *= mult
-  return optax.join_schedules(schedules, boundaries[:-1])
+  return optax.sgdr_schedule([
+      dict(init_value=eta0, peak_value=eta0, warmup_steps=0, decay_steps=d,
+           end_value=0.0) for d in periods])
 
 
 def make_optimizer(
     cfg: Config, method: str, spe: int, kappa: Optional[float]
 ) -> tuple[optax.GradientTransformation, Optional[optax.Schedule]]:
   """``(tx, schedule)`` of a method; ``schedule`` is ``None`` for online methods."""
-  inner = INNERS[cfg.inner]
+  inner = methods_lib.get_inner(cfg.inner)
   total = cfg.epochs * spe
   if method == "staircase":
     every = max(1, int(round(cfg.staircase_every * spe)))
@@ -183,14 +176,11 @@ def make_optimizer(
     schedule = sgdr_schedule(
         cfg.eta0, int(round(cfg.sgdr_t0 * spe)), cfg.sgdr_mult, total
     )
-  elif method == "hd":
-    return mo.hd(inner, cfg.eta0, hyper_lr=cfg.hd_beta), None
-  elif method == "rtho":
-    return mo.rtho(inner, cfg.eta0, hyper_lr=cfg.rtho_beta), None
-  elif method == "marthe":
-    if kappa is None:
+  elif method in ONLINE:
+    value = dict(hd=cfg.hd_beta, rtho=cfg.rtho_beta, marthe=kappa)[method]
+    if value is None:
       raise ValueError("marthe needs kappa (Config.kappa or the selection).")
-    return mo.marthe(inner, cfg.eta0, hyper_lr_step=kappa), None
+    return methods_lib.get(method).make(inner, cfg.eta0, value), None
   else:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
   return inner(schedule), schedule

@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import marthe_optax as mo
+from marthe_lab import methods as methods_lib
 from marthe_lab.cifar import models as cifar_models
 from marthe_lab.cifar.checkpoints import Budget, Checkpoints
-from marthe_lab.cifar.config import INNERS, Config, load_data
+from marthe_lab.cifar.config import Config, load_data
 from marthe_lab.cifar.step import Prepared, build, make_train_step
 
 
@@ -162,7 +162,8 @@ def select_kappa(cfg: Config, prepared: Prepared) -> tuple[float, str, dict]:
 
   def prefix(model_state, data, idx, vidx, keys, kappa):
     model = nnx.merge(model_def, model_state)
-    tx = mo.marthe(INNERS[cfg.inner], cfg.eta0, hyper_lr_step=kappa)
+    tx = methods_lib.get("marthe").make(
+        methods_lib.get_inner(cfg.inner), cfg.eta0, kappa)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     opt_def, opt_state = nnx.split(optimizer)
     step = make_train_step(

@@ -17,13 +17,18 @@ import numpy as np
 import optax
 
 from marthe_optax import flax as mof
+from marthe_lab import models
 from marthe_lab.cifar import data as cifar_data
 from marthe_lab.cifar import models as cifar_models
 from marthe_lab.cifar.config import ONLINE, Config, make_optimizer, steps_per_epoch
 
 
-def _cross_entropy(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def _training(model, x):
+  return model(x, train=True)
+
+
+def _inference(model, x):
+  return model(x, train=False)
 
 
 def make_losses(weight_decay: float):
@@ -34,13 +39,13 @@ def make_losses(weight_decay: float):
   """
 
   def train_loss(model, x, y):
-    ce = _cross_entropy(model(x, train=True), y)
+    ce = models.cross_entropy(_training, model, x, y)
     params = jax.tree.leaves(nnx.as_pure(nnx.state(model, nnx.Param)))
     penalty = sum(jnp.vdot(p, p) for p in params)
     return ce + 0.5 * weight_decay * penalty, ce
 
   def objective(model, x, y):
-    return _cross_entropy(model(x, train=False), y)
+    return models.cross_entropy(_inference, model, x, y)
 
   return train_loss, objective
 
