@@ -22,6 +22,8 @@ from marthe_lab import toy_functions
 
 
 def main(argv=None) -> int:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")  # files only, no display
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", default="results/figure1/")
   parser.add_argument("--steps", type=int, default=500)

@@ -18,6 +18,7 @@ import platform
 import jax
 from tqdm import tqdm
 
+from marthe_lab import models
 from marthe_lab import overhead as oh
 
 PRESETS = {
@@ -27,9 +28,9 @@ PRESETS = {
     "device": dict(batch=1024, val_batch=1024, repeats=15, steps=20, models=("mlp", "cnn")),
 }
 MODELS = {
-    "mlp": lambda: oh.mlp(),
-    "mlp-small": lambda: oh.mlp((784, 32, 32, 32, 10)),
-    "cnn": lambda: oh.small_cnn(),
+    "mlp": lambda: models.mlp(784, (500, 500, 500), 10),
+    "mlp-small": lambda: models.mlp(784, (32, 32, 32), 10),
+    "cnn": lambda: models.small_cnn(),
 }
 # Targets (ratios to the plain step).
 TARGETS = {"hd": 1.1, "hd_val": 2.1, "rtho": 3.0, "marthe": 3.0}

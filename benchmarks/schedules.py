@@ -21,6 +21,8 @@ from marthe_lab import schedules
 
 
 def main(argv=None) -> int:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")  # files only, no display
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--preset", choices=sorted(schedules.PRESETS), default="fast")
   parser.add_argument("--out", default="results/schedules/",

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from marthe_lab import loop
+
 INNERS = {
     "sgd": optax.sgd,
     "momentum": functools.partial(optax.sgd, momentum=0.9),
@@ -68,14 +70,17 @@ def make_problem(seed=0, steps=8, batch=6, sizes=(5, 8, 3), dtype=jnp.float32):
 
 
 def train_step(tx, problem, params, state, t, use_val=True, **extra):
-  """One MARTHE-style update at step t of `problem` (not jitted)."""
-  x, y = problem.xs[t], problem.ys[t]
-  grads = jax.grad(loss)(params, x, y)
-  kwargs = dict(value_fn=lambda p: loss(p, x, y), **extra)
-  if use_val:
-    kwargs["val_grads"] = jax.grad(loss)(params, problem.x_val, problem.y_val)
-  updates, state = tx.update(grads, state, params, **kwargs)
-  return optax.apply_updates(params, updates), state
+  """One MARTHE-style update at step t of `problem` (not jitted).
+
+  The lab's step builder fed ``value_fn`` and, with ``use_val``, the
+  gradient of the whole-validation-set loss; ``extra`` goes to ``update``.
+  """
+  step = loop.make_step(tx, lambda p, batch: loss(p, *batch),
+                        ("value_fn", "val_grads"))
+  val_batch = (problem.x_val, problem.y_val) if use_val else None
+  params, state, _, _ = step(params, state, (problem.xs[t], problem.ys[t]),
+                             val_batch, **extra)
+  return params, state
 
 
 def run(tx, problem, steps=None, use_val=True, jit=True):

@@ -3,9 +3,15 @@
 
 * :mod:`~marthe_lab.data`: digits, MNIST-1D (generated
   offline) and MNIST from IDX files; no downloads.
-* :mod:`~marthe_lab.models`: the section-5 MLP in plain JAX.
-* :mod:`~marthe_lab.train`: whole training runs as ``lax.scan``,
-  vmapped over seeds and hyperparameters.
+* :mod:`~marthe_lab.models`: the :class:`~marthe_lab.models.Model`
+  record, the section-5 MLP and a small CNN in plain JAX, the one
+  cross-entropy.
+* :mod:`~marthe_lab.methods`: the one registry of learning-rate methods.
+* :mod:`~marthe_lab.loop`: the one training step (``make_step``) and the one
+  training loop (``scan``, ``lax.scan`` over the steps, vmappable over seeds
+  and grid values).
+* :mod:`~marthe_lab.choose`: choosing a grid value from trained runs.
+* :mod:`~marthe_lab.train`: the section-5 protocol's runs.
 * :mod:`~marthe_lab.schedules`: section 5 (LRS-OPT against
   HD, RTHO and MARTHE; figure 2).
 * :mod:`~marthe_lab.toy_functions`: section 3 (Beale and

@@ -189,14 +189,8 @@ def accuracy(
 ) -> jax.Array:
   """Fraction of ``x`` classified as ``y``; non-finite logits count as wrong.
 
-  Args:
-    apply: the model's ``apply``.
-    params: its params.
-    x: a batch of inputs.
-    y: ``[batch]`` integer labels.
-
-  Returns:
-    A scalar in ``[0, 1]``.
+  The arguments are those of :func:`cross_entropy`; returns a scalar in
+  ``[0, 1]``.
   """
   logits = apply(params, x)
   finite = jnp.all(jnp.isfinite(logits), axis=-1)

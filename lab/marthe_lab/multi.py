@@ -29,27 +29,19 @@ def per_layer_labels(params):
           for i, layer in enumerate(params)]
 
 
-def multi_optimizer(config: train_lib.TrainConfig, kappa: jax.Array):
-  """Full MARTHE on per-layer learning rates and the weight decay."""
-  layers = len(config.hidden) + 1
-
-  def inner(learning_rate, weight_decay):
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay),
-        mo.per_group(optax.sgd, per_layer_labels)(learning_rate=learning_rate),
-    )
-
-  return mo.marthe_multi(
-      inner,
-      {"learning_rate": {f"layer{i}": config.learning_rate for i in range(layers)},
-       "weight_decay": WEIGHT_DECAY_0},
-      hyper_lr_step=kappa,
+def multi_inner(learning_rate, weight_decay):
+  """SGD with per-layer learning rates and a weight decay, for ``mo.marthe_multi``."""
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      mo.per_group(optax.sgd, per_layer_labels)(learning_rate=learning_rate),
   )
 
 
-def single_optimizer(config: train_lib.TrainConfig, kappa: jax.Array):
-  """Full MARTHE on the learning rate alone (adaptive mu and beta)."""
-  return mo.marthe(optax.sgd, config.learning_rate, hyper_lr_step=kappa)
+def multi_hyperparams(config: train_lib.TrainConfig) -> dict:
+  """The initial hyperparameters: ``eta_0`` for every layer and :data:`WEIGHT_DECAY_0`."""
+  layers = len(config.hidden) + 1
+  return {"learning_rate": {f"layer{i}": config.learning_rate for i in range(layers)},
+          "weight_decay": WEIGHT_DECAY_0}
 
 
 class MultiResult(NamedTuple):
@@ -61,42 +53,26 @@ class MultiResult(NamedTuple):
   final_hyperparams: dict  # per-layer learning rates and weight decay there, [S]
 
 
+def _run_kwargs(which, arrays, config, inputs, seed, kappa):
+  """The :func:`~marthe_lab.train.train` arguments of ``which`` (``'single'`` or ``'multi'``) at seed ``seed``."""
+  row = jax.tree.map(lambda a: a[seed], inputs)
+  if which == "single":  # mo.marthe(optax.sgd, eta_0, hyper_lr_step=kappa)
+    return dict(method="marthe", arrays=arrays, config=config, inputs=row, value=kappa)
+  return dict(method="marthe_multi", arrays=arrays, config=config, inputs=row,
+              value=kappa, inner=multi_inner, learning_rate=multi_hyperparams(config))
+
+
 @functools.partial(jax.jit, static_argnames=("config", "which"))
 def _run(arrays, config, inputs, seeds, kappas, which):
-  make = {"single": single_optimizer, "multi": multi_optimizer}[which]
-
-  def one(seed, kappa):
-    row = jax.tree.map(lambda a: a[seed], inputs)
-    return train_lib.train(lambda: make(config, kappa), arrays, config, row)
-
-  return jax.vmap(one)(seeds, kappas)
+  return jax.vmap(lambda s, k: train_lib.train(
+      **_run_kwargs(which, arrays, config, inputs, s, k)))(seeds, kappas)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _final_hyperparams(arrays, config, inputs, seeds, kappas):
   """The per-layer learning rates and weight decay at the end of each run."""
-
-  def one(seed, kappa):
-    row = jax.tree.map(lambda a: a[seed], inputs)
-    tx = multi_optimizer(config, kappa)
-    x_tr, y_tr, x_val, y_val = arrays[:4]
-
-    def step(carry, xs):
-      params, state = carry
-      idx, vidx = xs
-      loss = lambda p: train_lib.models.cross_entropy(train_lib.models.mlp_apply, p, x_tr[idx], y_tr[idx])
-      updates, state = tx.update(
-          jax.grad(loss)(params), state, params, value_fn=loss,
-          val_grads=jax.grad(functools.partial(train_lib.models.cross_entropy, train_lib.models.mlp_apply))(
-              params, x_val[vidx], y_val[vidx]))
-      return (optax.apply_updates(params, updates), state), None
-
-    carry = (row.params, tx.init(row.params))
-    (_, state), _ = jax.lax.scan(
-        step, carry, (row.batches[: config.steps], row.val_batches[: config.steps]))
-    return state.hyperparams
-
-  return jax.vmap(one)(seeds, kappas)
+  return jax.vmap(lambda s, k: train_lib.fit(
+      **_run_kwargs("multi", arrays, config, inputs, s, k)).opt_state.hyperparams)(seeds, kappas)
 
 
 def run(dataset, config: train_lib.TrainConfig, num_seeds: int, kappas,

@@ -17,7 +17,6 @@ gradient. The knob-free MARTHE's first-order tangent adds only O(d) jvps to HD
 with a validation objective; its full tangent costs what MARTHE costs.
 """
 
-import functools
 import statistics
 import time
 from typing import Callable, NamedTuple
@@ -27,78 +26,45 @@ import jax.numpy as jnp
 import optax
 
 import marthe_optax as mo
+from marthe_lab import loop
+from marthe_lab import methods
 from marthe_lab import models
 
-INNERS = {
-    "sgd": optax.sgd,
-    "momentum": functools.partial(optax.sgd, momentum=0.9),
-    "adam": optax.adam,
-}
+INNERS = {name: methods.INNERS[name] for name in ("sgd", "momentum", "adam")}
 LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3}
+
+CASES = {
+    # name: (registry method, its value, E on a validation batch)
+    "plain": ("plain", None, False),
+    "hd": ("hd", 1e-6, False),
+    "hd_val": ("hd", 1e-6, True),
+    "knob_free": ("knob_free_first_order", None, True),
+    "knob_free_full": ("knob_free_full", None, True),
+    "rtho": ("rtho", 1e-8, True),
+    "marthe": ("marthe", 1e-8, True),
+    "marthe_k1": ("marthe_multi", 1e-8, True),
+    "marthe_k2": ("marthe_multi", 1e-8, True),
+    "marthe_k4": ("marthe_multi", 1e-8, True),
+}
+"""Each timed method: the :data:`marthe_lab.methods.METHODS` entry, its
+``beta`` / ``kappa``, and whether ``E`` is a validation loss (else ``E = L``,
+and HD gets no extra argument)."""
 METHODS = ("plain", "hd", "hd_val", "knob_free", "knob_free_full", "rtho",
            "marthe")
-
-
-class Model(NamedTuple):
-  """A model: ``init(key) -> params`` and ``apply(params, x) -> logits``."""
-
-  name: str
-  init: Callable
-  apply: Callable
-  input_shape: tuple
-
-
-def mlp(sizes=(784, 500, 500, 500, 10)) -> Model:
-  """The paper's section-5 feed-forward net (:mod:`.models`' ReLU MLP)."""
-  return Model(
-      "mlp-" + "-".join(map(str, sizes)),
-      lambda key: models.init_mlp(key, sizes[0], sizes[1:-1], sizes[-1]),
-      models.mlp_apply,
-      (sizes[0],),
-  )
-
-
-def small_cnn(channels=(16, 32), num_classes=10) -> Model:
-  """A small CNN on 28x28x1 inputs: two stride-2 3x3 convolutions and a head."""
-
-  def init(key):
-    params, c_in = [], 1
-    for c in channels:
-      key, k = jax.random.split(key)
-      params.append({"w": jax.random.normal(k, (3, 3, c_in, c)) * jnp.sqrt(2.0 / (9 * c_in)),
-                     "b": jnp.zeros(c)})
-      c_in = c
-    key, k = jax.random.split(key)
-    d = 7 * 7 * channels[-1]
-    params.append({"w": jax.random.normal(k, (d, num_classes)) / jnp.sqrt(d),
-                   "b": jnp.zeros(num_classes)})
-    return params
-
-  def apply(params, x):
-    for layer in params[:-1]:
-      x = jax.lax.conv_general_dilated(
-          x, layer["w"], window_strides=(2, 2), padding="SAME",
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      x = jax.nn.relu(x + layer["b"])
-    x = x.reshape(x.shape[0], -1)
-    return x @ params[-1]["w"] + params[-1]["b"]
-
-  return Model("cnn-" + "-".join(map(str, channels)), init, apply, (28, 28, 1))
-
-
-def _loss(model, params, x, y):
-  logits = model.apply(params, x)
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
 MULTI_METHODS = ("marthe_k1", "marthe_k2", "marthe_k4")
 
-
-def _per_layer(inner):
-  """Per-layer learning rates of the list-of-layers params (``layer0``...)."""
+def _multi(method: str, inner, lr) -> tuple:
+  """The inner factory and initial hyperparameters of ``marthe_kK``."""
+  if method == "marthe_k1":
+    return inner, {"learning_rate": lr}
+  if method == "marthe_k2":
+    with_decay = lambda learning_rate, weight_decay: optax.chain(
+        optax.add_decayed_weights(weight_decay), inner(learning_rate))
+    return with_decay, {"learning_rate": lr, "weight_decay": 1e-4}
   labels = lambda params: [jax.tree.map(lambda _: f"layer{i}", layer)
                            for i, layer in enumerate(params)]
-  return mo.per_group(inner, labels)
+  return (mo.per_group(inner, labels),
+          {"learning_rate": {f"layer{i}": lr for i in range(4)}})
 
 
 def make_transformation(method: str, inner_name: str) -> optax.GradientTransformation:
@@ -107,52 +73,35 @@ def make_transformation(method: str, inner_name: str) -> optax.GradientTransform
   ``marthe_kK`` tunes ``K`` hyperparameters with :func:`marthe_optax.marthe_multi`:
   the learning rate (K = 1), learning rate and weight decay (K = 2), or one
   learning rate per layer of the four-layer MLP (K = 4).
+
+  Raises:
+    ValueError: on an unknown ``method``.
   """
+  if method not in CASES:
+    raise ValueError(f"unknown method {method!r}; expected one of {tuple(CASES)}")
+  name, value, _ = CASES[method]
   inner, lr = INNERS[inner_name], LEARNING_RATES[inner_name]
-  if method == "marthe_k1":
-    return mo.marthe_multi(inner, {"learning_rate": lr}, hyper_lr_step=1e-8)
-  if method == "marthe_k2":
-    with_decay = lambda learning_rate, weight_decay: optax.chain(
-        optax.add_decayed_weights(weight_decay), inner(learning_rate))
-    return mo.marthe_multi(
-        with_decay, {"learning_rate": lr, "weight_decay": 1e-4}, hyper_lr_step=1e-8)
-  if method == "marthe_k4":
-    return mo.marthe_multi(
-        _per_layer(inner),
-        {"learning_rate": {f"layer{i}": lr for i in range(4)}}, hyper_lr_step=1e-8)
-  if method == "plain":
-    return inner(lr)
-  if method in ("hd", "hd_val"):
-    return mo.hd(inner, lr, hyper_lr=1e-6)
-  if method == "rtho":
-    return mo.rtho(inner, lr, hyper_lr=1e-8)
-  if method == "marthe":
-    return mo.marthe(inner, lr, hyper_lr_step=1e-8)
-  if method == "knob_free":
-    return mo.marthe(inner, lr, first_order=True)
-  if method == "knob_free_full":
-    return mo.marthe(inner, lr, first_order=False)
-  raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+  if name == "marthe_multi":
+    inner, lr = _multi(method, inner, lr)
+  return methods.get(name).make(inner, lr, value)
 
 
-def make_step(model: Model, method: str, tx: optax.GradientTransformation):
-  """The jit-compiled step of ``method``, params and state donated."""
-  loss = functools.partial(_loss, model)
+def make_step(model: models.Model, method: str, tx: optax.GradientTransformation):
+  """The jit-compiled step of ``method`` (:func:`marthe_lab.loop.make_step`).
 
-  def step(params, state, x, y, x_val, y_val):
-    value, grads = jax.value_and_grad(loss)(params, x, y)
-    if method in ("plain", "hd"):
-      updates, state = tx.update(grads, state, params)
-    else:
-      kwargs = {"val_grads": jax.grad(loss)(params, x_val, y_val)}
-      if method.startswith("knob_free"):
-        kwargs["value"] = value
-      if method not in ("hd_val", "knob_free"):
-        kwargs["value_fn"] = lambda p: loss(p, x, y)
-      updates, state = tx.update(grads, state, params, **kwargs)
-    return optax.apply_updates(params, updates), state
+  ``step(params, state, x, y, x_val, y_val) -> (params, state)``, params and
+  state donated.
+  """
+  name, _, validation = CASES[method]
+  loss = lambda p, batch: models.cross_entropy(model.apply, p, *batch)
+  step = loop.make_step(tx, loss, methods.get(name).needs)
 
-  return jax.jit(step, donate_argnums=(0, 1))
+  def run(params, state, x, y, x_val, y_val):
+    val_batch = (x_val, y_val) if validation else None
+    params, state, _, _ = step(params, state, (x, y), val_batch)
+    return params, state
+
+  return jax.jit(run, donate_argnums=(0, 1))
 
 
 def tree_bytes(tree) -> int:

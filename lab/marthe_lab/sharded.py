@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from marthe_lab import loop
+
 SCALARS = ("learning_rate", "mu", "hyper_lr", "hypergradient")
 
 
@@ -55,15 +57,12 @@ def make_data(key: jax.Array, steps: int, sizes, batch: int):
 def train_step(tx, params, state, batch, val_batch):
   """One MARTHE step; returns params, state and the metrics (loss, scalars).
 
-  The metrics are separate outputs, so that donating params and state to the
+  :func:`marthe_lab.loop.make_step` fed ``value_fn`` and ``val_grads``. The
+  metrics are separate outputs, so that donating params and state to the
   next step leaves them readable.
   """
-  value_fn = lambda p: loss(p, batch)
-  train_loss, grads = jax.value_and_grad(value_fn)(params)
-  val_grads = jax.grad(loss)(params, val_batch)
-  updates, state = tx.update(
-      grads, state, params, value_fn=value_fn, val_grads=val_grads
-  )
+  step = loop.make_step(tx, loss, ("value_fn", "val_grads"))
+  params, state, _, out = step(params, state, batch, val_batch)
   metrics = {name: optax.tree.get(state, name) for name in SCALARS}
-  metrics["loss"] = train_loss
-  return optax.apply_updates(params, updates), state, metrics
+  metrics["loss"] = out.value
+  return params, state, metrics

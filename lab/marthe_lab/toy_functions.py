@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import marthe_optax as mo
+from marthe_lab import loop
+from marthe_lab import methods as methods_lib
 from marthe_lab import report
 
 
@@ -102,21 +103,14 @@ PROBLEMS = {
 }
 
 
-class Method(NamedTuple):
-  """An online method on a grid (``grid`` is ``'beta'`` or ``'kappa'``)."""
-
-  name: str
-  adaptive_mu: bool
-  mu: float
-  grid: str
-
-
 METHODS = (
-    Method("HD", False, 0.0, "beta"),
-    Method("RTHO", False, 1.0, "beta"),
-    Method("MARTHE (h_mu, fixed beta)", True, 0.0, "beta"),
-    Method("MARTHE", True, 0.0, "kappa"),
+    methods_lib.Variant("HD", "beta", False, 0.0),
+    methods_lib.Variant("RTHO", "beta", False, 1.0),
+    methods_lib.Variant("MARTHE (h_mu, fixed beta)", "beta", True),
+    methods_lib.Variant("MARTHE", "kappa", True),
 )
+"""The methods, each over its grid (``METHODS[0]`` at ``beta = 0`` is plain
+gradient descent)."""
 
 
 class Trajectory(NamedTuple):
@@ -147,9 +141,13 @@ def descend(
     learning_rate: float,
     steps: int,
     grid_value: jax.Array,
-    method: Method,
+    method: methods_lib.Variant,
 ) -> Trajectory:
   """``steps`` steps of gradient descent scheduled online, with ``E = L``.
+
+  :func:`marthe_lab.loop.scan` of the registry's eq. 5 method (``'eq5'`` or
+  ``'eq5_adaptive_mu'``) over ``optax.sgd``, fed ``value_fn`` only (no
+  validation batch: ``E = L``).
 
   Args:
     fn: the objective.
@@ -161,25 +159,24 @@ def descend(
 
   Returns:
     A :class:`Trajectory`.
+
+  Examples:
+    >>> traj = descend(beale, jnp.array([1.0, 1.5]), 1e-3, 10, 1e-4, METHODS[0])
+    >>> traj.points.shape, traj.learning_rate.shape
+    ((11, 2), (10,))
   """
-  kappa = grid_value if method.grid == "kappa" else 0.0
-  beta = grid_value if method.grid == "beta" else 0.0
-  tx = mo.marthe(
-      optax.sgd, learning_rate, hyper_lr_step=kappa, hyper_lr=beta,
-      mu=None if method.adaptive_mu else method.mu,
-  )
+  m = methods_lib.get(method.method)
+  tx = m.make(optax.sgd, learning_rate, method.hyper(grid_value))
+  step = loop.make_step(tx, lambda w, _: fn(w), m.needs)
   w = jnp.asarray(start, jnp.float32)
 
-  def step(carry, _):
-    w, state = carry
-    value, grad = jax.value_and_grad(fn)(w)
-    updates, state = tx.update(grad, state, w, value_fn=fn)
+  def record(x, w, state, out):
+    del x
     stats = tuple(optax.tree.get(state, k) for k in ("learning_rate", "mu", "hyper_lr"))
-    return (optax.apply_updates(w, updates), state), (w, value, *stats)
+    return (w, out.value, *stats)
 
-  (w_last, _), (ws, values, lrs, mus, betas) = jax.lax.scan(
-      step, (w, tx.init(w)), length=steps
-  )
+  run = loop.scan(step, w, tx.init(w), length=steps, record=record)
+  w_last, (ws, values, lrs, mus, betas) = run.params, run.records
   points = jnp.concatenate([ws, w_last[None]])
   loss = jnp.concatenate([values, fn(w_last)[None]])
   finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(points), axis=-1)
@@ -195,7 +192,7 @@ def descend(
 
 
 @functools.partial(jax.jit, static_argnames=("problem", "steps", "method"))
-def _run_grid(problem: Problem, steps: int, method: Method, grid: jax.Array):
+def _run_grid(problem: Problem, steps: int, method: methods_lib.Variant, grid: jax.Array):
   return jax.vmap(
       lambda v: descend(
           problem.fn, jnp.asarray(problem.start), problem.learning_rate,
@@ -229,7 +226,7 @@ def run_figure1(
     steps: int = 500,
     beta_grid: Optional[np.ndarray] = None,
     kappa_grid: Optional[np.ndarray] = None,
-    methods: Sequence[Method] = METHODS,
+    methods: Sequence[methods_lib.Variant] = METHODS,
 ) -> Figure1Result:
   """Runs every method over its grid on every problem.
 
@@ -279,7 +276,7 @@ def best_index(traj: Trajectory) -> int:
   return int(np.lexsort((final, best))[0])
 
 
-def figure1_table(result: Figure1Result, methods: Sequence[Method] = METHODS) -> str:
+def figure1_table(result: Figure1Result, methods: Sequence[methods_lib.Variant] = METHODS) -> str:
   """Per problem and method: the best grid value, its best and final
   objective, how many grid values diverged and the smallest that did."""
   rows = []
@@ -309,7 +306,7 @@ def figure1_table(result: Figure1Result, methods: Sequence[Method] = METHODS) ->
   )
 
 
-def figure1_json(result: Figure1Result, methods: Sequence[Method] = METHODS) -> dict:
+def figure1_json(result: Figure1Result, methods: Sequence[methods_lib.Variant] = METHODS) -> dict:
   """Every number of the experiment, as a JSON-ready dict."""
   out = {
       "steps": result.steps,
@@ -339,14 +336,12 @@ def figure1_json(result: Figure1Result, methods: Sequence[Method] = METHODS) -> 
   return out
 
 
-def plot_figure1(result: Figure1Result, path: str, methods: Sequence[Method] = METHODS):
+def plot_figure1(result: Figure1Result, path: str, methods: Sequence[methods_lib.Variant] = METHODS):
   """Saves the figure, one row per problem: the loss surface with each
   method's trajectory at its best grid value; the objective and the learning
   rate along those runs; the best (solid) and final (dashed) objective against
   ``beta`` and against ``kappa``, diverged runs marked with crosses at the top
   of the panel."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   names = list(result.runs)

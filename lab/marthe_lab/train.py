@@ -1,5 +1,8 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""Whole training runs as pure JAX functions: ``lax.scan`` over the steps.
+"""The section-5 protocol: its data, its seeds' inputs and its training runs.
+
+Each run is :func:`marthe_lab.loop.scan` of :func:`marthe_lab.loop.make_step`
+for a method of :data:`marthe_lab.methods.METHODS`.
 
 A run is a function of its seed's :class:`RunInputs` (the initial weights
 ``w_0`` and the training and validation minibatch progressions, the same for
@@ -17,15 +20,16 @@ validation and test sets.
 """
 
 import functools
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import marthe_optax as mo
 from marthe_lab import data as data_lib
+from marthe_lab import loop
+from marthe_lab import methods
 from marthe_lab import models
 
 
@@ -63,18 +67,8 @@ class Arrays(NamedTuple):
     return cls(*(jnp.asarray(getattr(dataset, f)) for f in cls._fields))
 
 
-class Hyper(NamedTuple):
-  """The online methods' hyperparameters (scalars, or arrays under vmap).
-
-  Attributes:
-    hyper_lr: ``beta`` (fixed), or ``beta_0`` when ``hyper_lr_step > 0``.
-    hyper_lr_step: ``kappa``, the step size of ``beta`` (0: ``beta`` fixed).
-    mu: the fixed discount (ignored when ``mu`` is adapted).
-  """
-
-  hyper_lr: jax.Array
-  hyper_lr_step: jax.Array
-  mu: jax.Array
+Hyper = methods.Hyper
+"""The eq. 5 knobs ``(hyper_lr, hyper_lr_step, mu)`` (see :class:`marthe_lab.methods.Hyper`)."""
 
 
 class Trace(NamedTuple):
@@ -203,93 +197,107 @@ def _row(inputs: RunInputs, i: jax.Array) -> RunInputs:
   return jax.tree.map(lambda a: a[i], inputs)
 
 
-def _stat(state, name: str) -> jax.Array:
-  """A scalar of the optimizer state for the trace (NaN when absent).
-
-  With several hyperparameters (``mo.marthe_multi``: per-layer learning
-  rates, per-hyperparameter ``mu``...) the mean of the values is recorded.
-  """
-  value = optax.tree.get(state, name)
-  if value is None:
-    return jnp.asarray(jnp.nan, jnp.float32)
-  return jnp.mean(jnp.stack(jax.tree.leaves(value))).astype(jnp.float32)
+def loss(params: models.Params, batch: tuple) -> jax.Array:
+  """The MLP's cross-entropy on ``batch = (x, y)``: ``L_t`` and ``E``."""
+  return models.cross_entropy(models.mlp_apply, params, *batch)
 
 
-def train(
-    make_tx: Callable[[], optax.GradientTransformation],
+def fit(
+    method: Union[str, methods.Method],
     arrays: Arrays,
     config: TrainConfig,
     inputs: RunInputs,
+    value: Any = None,
     *,
-    uses_objective: bool = True,
-    schedule: Optional[jax.Array] = None,
-    extra_args: Sequence[str] = ("value_fn", "val_grads"),
-) -> RunResult:
-  """One training run, ``lax.scan`` over ``config.steps`` steps.
+    inner: methods.InnerFactory = optax.sgd,
+    learning_rate: Any = None,
+) -> loop.Run:
+  """``config.steps`` steps of ``method`` from one seed's inputs.
+
+  The step is :func:`marthe_lab.loop.make_step` fed the method's
+  :attr:`~marthe_lab.methods.Method.needs`: ``value_fn`` (the minibatch
+  training loss as a function of the params), ``val_grads`` (the gradient of
+  ``E`` on the step's validation minibatch), ``value`` (``L_t(w_t)``).
 
   Args:
-    make_tx: builds the optimizer (called inside the traced function, so it
-      may close over traced hyperparameters).
+    method: a :data:`~marthe_lab.methods.METHODS` name or a
+      :class:`~marthe_lab.methods.Method`.
     arrays: the data.
     config: the inner problem (``config.steps`` may be shorter than the
       progressions in ``inputs``: the first steps are used).
     inputs: the seed's :class:`RunInputs`.
-    uses_objective: whether the optimizer takes the ``extra_args`` (the
-      online methods); ``False`` for plain Optax optimizers.
-    schedule: the learning rate of each step, recorded in the trace when the
-      optimizer's state does not hold a ``learning_rate`` (LRS-OPT schedules).
-    extra_args: which keyword arguments ``update`` receives: ``'value_fn'``
-      (the minibatch training loss as a function of the params),
-      ``'val_grads'`` (the gradient of ``E`` on the step's validation
-      minibatch) and ``'value'`` (the minibatch training loss ``L_t(w_t)``).
+    value: the method's grid value (may be traced).
+    inner: the inner optimizer factory.
+    learning_rate: ``eta_0`` or a schedule (default
+      ``config.learning_rate``).
+
+  Returns:
+    A :class:`marthe_lab.loop.Run` whose records are the :class:`Trace`.
+  """
+  m = methods.get(method)
+  lr = config.learning_rate if learning_rate is None else learning_rate
+  x_tr, y_tr, x_val, y_val = arrays[:4]
+  tx = m.make(inner, lr, value)
+  step = loop.make_step(tx, loss, m.needs)
+
+  def batches(xs):
+    _, idx, vidx = xs
+    val = (x_val, y_val) if config.val_batch_size is None else (
+        x_val[vidx], y_val[vidx])
+    return (x_tr[idx], y_tr[idx]), val
+
+  def record(xs, params, state, out):
+    del params
+    return Trace(
+        learning_rate=m.learning_rate(state, xs[0], lr),
+        hyper_lr=methods.stat(state, "hyper_lr"),
+        mu=methods.stat(state, "mu"),
+        hypergradient=methods.stat(state, "hypergradient"),
+        train_loss=out.value,
+    )
+
+  xs = (jnp.arange(config.steps), inputs.batches[: config.steps],
+        inputs.val_batches[: config.steps])
+  return loop.scan(step, inputs.params, tx.init(inputs.params), xs,
+                   batches=batches, record=record)
+
+
+def train(
+    method: Union[str, methods.Method],
+    arrays: Arrays,
+    config: TrainConfig,
+    inputs: RunInputs,
+    value: Any = None,
+    **options,
+) -> RunResult:
+  """One training run (:func:`fit`) and its final evaluation.
+
+  The arguments are those of :func:`fit` (``options``: its ``inner`` and
+  ``learning_rate``); the method is evaluated at its
+  :meth:`~marthe_lab.methods.Method.evaluation_params`.
 
   Returns:
     A :class:`RunResult`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from marthe_lab import data
+    >>> arrays = Arrays.from_dataset(data.digits())
+    >>> config = TrainConfig(steps=4, hidden=(8,))
+    >>> inputs = seed_inputs(jnp.int32(0), arrays, config)
+    >>> out = train("hd", arrays, config, inputs, 1e-3)
+    >>> out.trace.learning_rate.shape, bool(out.diverged)
+    ((4,), False)
   """
+  m = methods.get(method)
   x_tr, y_tr, x_val, y_val, x_te, y_te = arrays
-  loss = functools.partial(models.cross_entropy, models.mlp_apply)
-  params = inputs.params
-  batches = inputs.batches[: config.steps]
-  val_batches = inputs.val_batches[: config.steps]
-  tx = optax.with_extra_args_support(make_tx())
-  state = tx.init(params)
-
-  def step(carry, xs):
-    params, state = carry
-    t, idx, vidx = xs
-    xb, yb = x_tr[idx], y_tr[idx]
-    value, grads = jax.value_and_grad(loss)(params, xb, yb)
-    if uses_objective:
-      xv, yv = (x_val, y_val) if config.val_batch_size is None else (
-          x_val[vidx], y_val[vidx])
-      extra = {
-          "value_fn": lambda: (lambda p: loss(p, xb, yb)),
-          "val_grads": lambda: jax.grad(loss)(params, xv, yv),
-          "value": lambda: value,
-      }
-      updates, state = tx.update(
-          grads, state, params, **{k: extra[k]() for k in extra_args})
-    else:
-      updates, state = tx.update(grads, state, params)
-    params = optax.apply_updates(params, updates)
-    lr = _stat(state, "learning_rate")
-    if schedule is not None:
-      lr = jnp.asarray(schedule[t], jnp.float32)
-    row = Trace(
-        learning_rate=lr,
-        hyper_lr=_stat(state, "hyper_lr"),
-        mu=_stat(state, "mu"),
-        hypergradient=_stat(state, "hypergradient"),
-        train_loss=value,
-    )
-    return (params, state), row
-
-  initial_val_loss = loss(params, x_val, y_val)
-  (params, state), trace = jax.lax.scan(
-      step, (params, state), (jnp.arange(config.steps), batches, val_batches)
-  )
-  val_loss = loss(params, x_val, y_val)
-  nonfinite = optax.tree.get(state, "nonfinite_count")
+  acc = functools.partial(models.accuracy, models.mlp_apply)
+  run = fit(m, arrays, config, inputs, value, **options)
+  params = m.evaluation_params(run.opt_state, run.params)
+  trace = run.records
+  initial_val_loss = loss(inputs.params, (x_val, y_val))
+  val_loss = loss(params, (x_val, y_val))
+  nonfinite = optax.tree.get(run.opt_state, "nonfinite_count")
   diverged = (
       ~jnp.all(jnp.isfinite(trace.train_loss))
       | ~jnp.isfinite(val_loss)
@@ -298,30 +306,13 @@ def train(
   return RunResult(
       trace=trace,
       initial_val_loss=initial_val_loss,
-      train_loss=loss(params, x_tr, y_tr),
+      train_loss=loss(params, (x_tr, y_tr)),
       val_loss=val_loss,
-      val_accuracy=models.accuracy(models.mlp_apply, params, x_val, y_val),
-      test_loss=loss(params, x_te, y_te),
-      test_accuracy=models.accuracy(models.mlp_apply, params, x_te, y_te),
+      val_accuracy=acc(params, x_val, y_val),
+      test_loss=loss(params, (x_te, y_te)),
+      test_accuracy=acc(params, x_te, y_te),
       nonfinite_count=jnp.asarray(0 if nonfinite is None else nonfinite),
       diverged=diverged,
-  )
-
-
-def online_optimizer(
-    config: TrainConfig, hyper: Hyper, adaptive_mu: bool
-) -> optax.GradientTransformationExtraArgs:
-  """``mo.marthe(optax.sgd, eta_0, hyper_lr_step=kappa, hyper_lr=beta, mu=mu or None)``.
-
-  HD is ``mu = 0`` and RTHO ``mu = 1`` with ``kappa = 0`` (exactly
-  ``mo.hd`` and ``mo.rtho``); constant SGD is ``beta = kappa = 0``.
-  """
-  return mo.marthe(
-      optax.sgd,
-      config.learning_rate,
-      hyper_lr_step=hyper.hyper_lr_step,
-      hyper_lr=hyper.hyper_lr,
-      mu=None if adaptive_mu else hyper.mu,
   )
 
 
@@ -334,9 +325,11 @@ def run_online(
     hyper: Hyper,
     adaptive_mu: bool,
 ) -> RunResult:
-  """Vmapped online runs: seed ``seeds[i]`` with ``Hyper(...)[i]``, all at once.
+  """Vmapped eq. 5 runs: seed ``seeds[i]`` with ``Hyper(...)[i]``, all at once.
 
-  One compilation serves every fixed-``mu`` method (constant, HD, RTHO, fixed
+  ``mo.marthe(optax.sgd, eta_0, hyper_lr_step=kappa, hyper_lr=beta, mu=mu or
+  None)`` (the registry's ``'eq5'`` and ``'eq5_adaptive_mu'``). One
+  compilation serves every fixed-``mu`` method (constant, HD, RTHO, fixed
   ``mu``), another every adaptive-``mu`` one; the hyperparameters are traced.
 
   Args:
@@ -350,14 +343,9 @@ def run_online(
   Returns:
     A :class:`RunResult` of arrays with a leading axis ``n``.
   """
-
-  def one(seed, h):
-    return train(
-        lambda: online_optimizer(config, h, adaptive_mu), arrays, config,
-        _row(inputs, seed),
-    )
-
-  return jax.vmap(one)(seeds, hyper)
+  method = "eq5_adaptive_mu" if adaptive_mu else "eq5"
+  return jax.vmap(lambda seed, h: train(
+      method, arrays, config, _row(inputs, seed), h))(seeds, hyper)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -373,15 +361,8 @@ def run_knob_free(
   step's validation minibatch (``val_grads``) and the minibatch training
   loss (``value``, for the divergence safeguard).
   """
-
-  def one(seed):
-    return train(
-        lambda: mo.marthe(optax.sgd, learning_rate=config.learning_rate),
-        arrays, config, _row(inputs, seed),
-        extra_args=("val_grads", "value"),
-    )
-
-  return jax.vmap(one)(seeds)
+  return jax.vmap(lambda seed: train(
+      "knob_free", arrays, config, _row(inputs, seed)))(seeds)
 
 
 def knob_free_available() -> bool:
@@ -400,48 +381,6 @@ def run_schedule(
     schedules: jax.Array,
 ) -> RunResult:
   """Vmapped SGD runs of seeds ``seeds`` with ``[n, steps]`` schedules."""
-
-  def one(seed, schedule):
-    make = lambda: optax.sgd(lambda count: schedule[count])
-    return train(
-        make, arrays, config, _row(inputs, seed), uses_objective=False,
-        schedule=schedule,
-    )
-
-  return jax.vmap(one)(seeds, schedules)
-
-
-def run_in_chunks(
-    fn: Callable[..., RunResult],
-    leading: Sequence,
-    chunk: Optional[int] = None,
-    callback: Optional[Callable[[int], None]] = None,
-) -> RunResult:
-  """``fn(*leading)`` over the leading axis, ``chunk`` rows per call.
-
-  The rows are split into ``ceil(n / chunk)`` calls of equal size (at most
-  ``chunk``); the last call is padded by repeating the last row (so one
-  compilation serves every call) and the padding is dropped from the result.
-
-  Args:
-    fn: a vmapped function of arrays with a common leading axis.
-    leading: its arguments (pytrees of arrays with that leading axis).
-    chunk: rows per call; ``None`` for all at once.
-    callback: called with the number of rows finished after each call.
-
-  Returns:
-    The concatenated results, as NumPy arrays.
-  """
-  n = len(jax.tree.leaves(leading)[0])
-  calls = 1 if chunk is None else -(-n // chunk)
-  chunk = -(-n // calls)
-  outs = []
-  for start in range(0, n, chunk):
-    stop = min(start + chunk, n)
-    take = np.minimum(np.arange(start, start + chunk), n - 1)
-    part = jax.tree.map(lambda a: jnp.asarray(a)[take], leading)
-    out = jax.tree.map(np.asarray, fn(*part))
-    outs.append(jax.tree.map(lambda a: a[: stop - start], out))
-    if callback is not None:
-      callback(stop - start)
-  return jax.tree.map(lambda *a: np.concatenate(a), *outs)
+  return jax.vmap(lambda seed, schedule: train(
+      "plain", arrays, config, _row(inputs, seed),
+      learning_rate=lambda count: schedule[count]))(seeds, schedules)
