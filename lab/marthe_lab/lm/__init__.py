@@ -15,12 +15,13 @@ and the horizon: ``tiny`` (CI), ``fast`` (the whole benchmark in minutes on
 two CPU cores) and ``gpu``.
 
 A training run (:func:`train`) is one ``jax.jit`` program over the
-``nnx.split`` state of the model: a ``lax.scan`` over the steps, each step
-rebuilding the model with ``nnx.merge``, taking the training gradient and the
-``value_fn`` closure with :func:`marthe_optax.flax.nnx_value_and_grad`
-(dropout, if any, follows its closure semantics: ``value_fn`` reuses the
-step's masks), the gradient of ``E`` on a fresh validation window batch for
-the methods that read it, and calling the Optax update. Runs are
+``nnx.split`` state of the model, on the lab's one step and loop
+(:func:`marthe_lab.loop.make_step` with ``stateful=True``,
+:func:`marthe_lab.loop.scan`): each step rebuilds the model with
+``nnx.merge``, takes the training gradient (the ``value_fn`` closure merges
+the same dropout streams, so it reuses the step's masks), the gradient of
+``E`` on a fresh validation window batch for the methods that read it, and
+calls the Optax update with exactly what the method needs. Runs are
 ``jax.vmap``-ed over seeds.
 
 The benchmark of learning-rate methods on this transformer has one protocol
@@ -62,7 +63,9 @@ The package, by concern:
   :class:`Transformer`, its parameter groups and loss;
 * :mod:`~marthe_lab.lm.runs`: one training run (:func:`train`) and the
   evaluation (:func:`block_loss`);
-* :mod:`~marthe_lab.lm.methods`: :class:`Method` and :data:`METHODS`;
+* :mod:`~marthe_lab.lm.methods`: :class:`Method` and :data:`METHODS` (each
+  row an entry of the registry :data:`marthe_lab.methods.METHODS` with its
+  settings);
 * :mod:`~marthe_lab.lm.bench`: :class:`Runner`, :func:`run_method`,
   :func:`run_benchmark`;
 * :mod:`~marthe_lab.lm.results`: summaries, the table and the figures.

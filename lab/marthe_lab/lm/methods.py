@@ -1,5 +1,10 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""The learning-rate methods of the language-model benchmark (:data:`METHODS`)."""
+"""The learning-rate methods of the language-model benchmark (:data:`METHODS`).
+
+Each row is an entry of the one registry (:data:`marthe_lab.methods.METHODS`)
+with this benchmark's inner optimizer (AdamW), ``eta_0``, schedule or
+per-group rates, label and what its user sets.
+"""
 
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -8,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 import marthe_optax as mo
+from marthe_lab import methods as methods_lib
 from marthe_lab.lm.model import Config, group_labels, groups
 
 
@@ -22,100 +28,135 @@ def warmup_cosine(config: Config, peak: Any = 1.0) -> optax.Schedule:
   return lambda count: peak * shape(count)
 
 
-def _get(state, name):
-  return jnp.asarray(optax.tree.get(state, name), jnp.float32)
+def _eta0(config: Config, hyper: Any) -> float:
+  del hyper
+  return config.learning_rate
+
+
+def _hyper(config: Config, hyper: Any) -> Any:
+  del config
+  return hyper
+
+
+def _none(config: Config, hyper: Any) -> None:
+  """``None``: an unused value, or an ``optax.contrib`` method's own default rate."""
+  del config, hyper
 
 
 class Method(NamedTuple):
-  """One competitor.
+  """One competitor: a registry method and this benchmark's settings of it.
 
   Attributes:
     name: a short key.
     label: the name in tables and plots.
-    family: ``'schedule'``, ``'lr-free'`` or ``'hypergradient'``.
-    build: ``build(config, hyper) -> GradientTransformationExtraArgs``;
-      ``hyper`` is the grid's peak or the selected ``beta`` / ``kappa``.
-    lr: ``lr(state, t, config, hyper)``, the rate step ``t`` used (a vector
-      of per-group rates for per-layer methods; ``nan`` if not exposed).
-    feed: what the update receives besides the gradient (see
-      :func:`marthe_lab.lm.train`).
+    method: the registry method, a key of :data:`marthe_lab.methods.METHODS`:
+      it builds the transformation, names what the update is fed
+      (:attr:`needs`), reads the learning rate and gives the evaluation
+      params.
+    inner: the inner optimizer factory (AdamW, Optax defaults otherwise).
+    learning_rate: ``learning_rate(config, hyper)``, what the registry method
+      is built with: ``eta_0``, a schedule, the initial per-group rates,
+      ``None`` for an ``optax.contrib`` default.
+    value: ``value(config, hyper)``, the registry method's value (the
+      selected ``beta`` / ``kappa``, a schedule's shape); ``None`` if unused.
+    read_lr: ``read_lr(state, t, config, hyper)``, the rate step ``t`` used,
+      where the registry's reader does not say it (a vector of per-group
+      rates; a scale times its schedule's shape); ``None`` for the
+      registry's.
     user_set: the values the user writes down (no library default, or a
       default changed); values a procedure picks are not counted.
     tune: ``None``, ``'grid'`` (over ``Config.peaks``) or ``'beta'`` /
       ``'kappa'`` (chosen by the selection).
-    eval_params: ``eval_params(state, params)`` or ``None``.
     notes: a remark for the report.
   """
 
   name: str
   label: str
-  family: str
-  build: Callable[[Config, Any], optax.GradientTransformationExtraArgs]
-  lr: Callable[[Any, jax.Array, Config, Any], jax.Array]
-  feed: str = "none"
+  method: str
+  inner: Callable[..., optax.GradientTransformation] = optax.adamw
+  learning_rate: Callable[[Config, Any], Any] = _eta0
+  value: Callable[[Config, Any], Any] = _none
+  read_lr: Optional[Callable[[Any, jax.Array, Config, Any], jax.Array]] = None
   user_set: tuple = ()
   tune: Optional[str] = None
-  eval_params: Optional[Callable[[Any, Any], Any]] = None
   notes: str = ""
 
+  @property
+  def registry(self) -> methods_lib.Method:
+    """The registry method."""
+    return methods_lib.get(self.method)
 
-_nan = lambda s, t, c, h: jnp.float32(jnp.nan)
-_state_lr = lambda s, t, c, h: _get(s, "learning_rate")
-_estim_lr = lambda s, t, c, h: _get(s, "estim_lr")
+  @property
+  def family(self) -> str:
+    """``'schedule'``, ``'lr-free'`` or ``'hypergradient'`` (the registry's)."""
+    return self.registry.family
+
+  @property
+  def needs(self) -> tuple:
+    """What the update receives besides the gradient (the registry's)."""
+    return self.registry.needs
+
+  @property
+  def eval_params(self) -> Optional[Callable[[Any, Any], Any]]:
+    """``eval_params(state, params)`` or ``None`` (the registry's)."""
+    return self.registry.eval_params
+
+  def build(self, config: Config, hyper: Any) -> optax.GradientTransformationExtraArgs:
+    """The transformation at ``hyper`` (the grid's peak, or ``beta`` / ``kappa``)."""
+    return self.registry.make(self.inner, self.learning_rate(config, hyper),
+                              self.value(config, hyper))
+
+  def lr(self, state: Any, t: jax.Array, config: Config, hyper: Any) -> jax.Array:
+    """The rate step ``t`` used, read after it (``nan`` if not exposed)."""
+    if self.read_lr is not None:
+      return self.read_lr(state, t, config, hyper)
+    return self.registry.learning_rate(state, t, self.learning_rate(config, hyper))
 
 
-def _sf_eval(state, params):
-  return optax.contrib.schedule_free_eval_params(state, params)
+def _scaled_shape(state, t, config, hyper):
+  """The knob-free scale times the warm-up + cosine shape at step ``t``."""
+  del hyper
+  return methods_lib.stat(state, "learning_rate") * warmup_cosine(config)(t)
+
+
+def _group_rates(state, t, config, hyper):
+  """The per-group rates, a vector."""
+  del t, config, hyper
+  return jnp.stack([jnp.asarray(v, jnp.float32)
+                    for v in jax.tree.leaves(optax.tree.get(state, "hyperparams"))])
 
 
 METHODS = {m.name: m for m in (
-    Method("adamw", "AdamW constant", "schedule",
-           lambda c, h: optax.adamw(c.learning_rate),
-           lambda s, t, c, h: jnp.float32(c.learning_rate),
-           user_set=("learning_rate",)),
-    Method("cosine", "AdamW warm-up + cosine (peak tuned)", "schedule",
-           lambda c, h: optax.adamw(warmup_cosine(c, h)),
-           lambda s, t, c, h: jnp.asarray(warmup_cosine(c, h)(t), jnp.float32),
+    Method("adamw", "AdamW constant", "plain", user_set=("learning_rate",)),
+    Method("cosine", "AdamW warm-up + cosine (peak tuned)", "plain",
+           learning_rate=warmup_cosine,
            user_set=("peak grid", "warmup_steps", "decay_steps", "end_value"),
            tune="grid", notes="peak picked by mean final validation loss"),
-    Method("prodigy", "Prodigy", "lr-free",
-           lambda c, h: optax.contrib.prodigy(), _estim_lr,
+    Method("prodigy", "Prodigy", "prodigy", learning_rate=_none,
            notes="step = d * lr (lr = 1)"),
-    Method("dadapt", "D-Adapt AdamW", "lr-free",
-           lambda c, h: optax.contrib.dadapt_adamw(), _estim_lr,
+    Method("dadapt", "D-Adapt AdamW", "dadapt_adamw", learning_rate=_none,
            notes="step = d * lr (lr = 1)"),
-    Method("schedule_free", "Schedule-free AdamW", "lr-free",
-           lambda c, h: optax.contrib.schedule_free_adamw(), _nan,
-           eval_params=_sf_eval,
+    Method("schedule_free", "Schedule-free AdamW", "schedule_free_adamw",
+           learning_rate=_none,
            notes="defaults (lr 0.0025); evaluated at schedule_free_eval_params"),
-    Method("hd", "HD (AdamW)", "hypergradient",
-           lambda c, h: mo.hd(optax.adamw, learning_rate=c.learning_rate, hyper_lr=h),
-           _state_lr, feed="objective", user_set=("learning_rate",), tune="beta",
-           notes="fixed beta from select_hyper_lr_step"),
-    Method("marthe", "MARTHE, paper (AdamW, kappa selected)", "hypergradient",
-           lambda c, h: mo.marthe(optax.adamw, learning_rate=c.learning_rate,
-                                  hyper_lr_step=h),
-           _state_lr, feed="objective", user_set=("learning_rate",), tune="kappa",
+    Method("hd", "HD (AdamW)", "hd", value=_hyper, user_set=("learning_rate",),
+           tune="beta", notes="fixed beta from select_hyper_lr_step"),
+    Method("marthe", "MARTHE, paper (AdamW, kappa selected)", "marthe",
+           value=_hyper, user_set=("learning_rate",), tune="kappa",
            notes="eq. 5, adaptive mu and beta; kappa from select_hyper_lr_step"),
-    Method("marthe_kf", "MARTHE knob-free (AdamW)", "hypergradient",
-           lambda c, h: mo.marthe(optax.adamw, learning_rate=c.learning_rate),
-           _state_lr, feed="objective+value", user_set=("learning_rate",),
+    Method("marthe_kf", "MARTHE knob-free (AdamW)", "knob_free",
+           user_set=("learning_rate",),
            notes="package defaults; value = training loss for the safeguard"),
-    Method("marthe_kf_cosine", "MARTHE knob-free on warm-up + cosine", "hypergradient",
-           lambda c, h: mo.marthe(optax.adamw, learning_rate=c.learning_rate,
-                                  schedule=warmup_cosine(c)),
-           lambda s, t, c, h: _get(s, "learning_rate") * warmup_cosine(c)(t),
-           feed="objective+value",
+    Method("marthe_kf_cosine", "MARTHE knob-free on warm-up + cosine",
+           "knob_free_schedule", value=lambda c, h: warmup_cosine(c),
+           read_lr=_scaled_shape,
            user_set=("learning_rate", "warmup_steps", "decay_steps", "end_value"),
            notes="the unit-peak shape; MARTHE adapts its scale from eta_0"),
-    Method("marthe_layers", "MARTHE knob-free, per-layer rates", "hypergradient",
-           lambda c, h: mo.marthe_multi(
-               mo.per_group(optax.adamw, group_labels),
-               {"learning_rate": {g: c.learning_rate for g in groups(c)}}),
-           lambda s, t, c, h: jnp.stack([
-               jnp.asarray(v, jnp.float32)
-               for v in jax.tree.leaves(optax.tree.get(s, "hyperparams"))]),
-           feed="objective+value", user_set=("learning_rate", "groups"),
+    Method("marthe_layers", "MARTHE knob-free, per-layer rates", "knob_free_multi",
+           inner=mo.per_group(optax.adamw, group_labels),
+           learning_rate=lambda c, h: {
+               "learning_rate": {g: c.learning_rate for g in groups(c)}},
+           read_lr=_group_rates, user_set=("learning_rate", "groups"),
            notes="marthe_multi(per_group(adamw)): embeddings, each block, final norm"),
 )}
-
+"""The competitors, constant AdamW first (the time reference)."""

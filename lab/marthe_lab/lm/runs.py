@@ -1,22 +1,27 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""One training run of the character transformer: a ``lax.scan`` over the steps in one program.
+"""One training run of the character transformer: the one step and loop of the lab, in one program.
 
-Each step rebuilds the model with ``nnx.merge``, takes the training gradient
-and the ``value_fn`` closure with :func:`marthe_optax.flax.nnx_value_and_grad`
-(dropout, if any, follows its closure semantics: ``value_fn`` reuses the
-step's masks), the gradient of ``E`` on a fresh validation window batch for
-the methods that read it, and calls the Optax update.
+The step is :func:`marthe_lab.loop.make_step` with ``stateful=True``: the
+params are the pure ``nnx.State`` of the ``nnx.Param`` variables, the model
+state the rest (the dropout streams). Its loss rebuilds the model with
+``nnx.merge`` in training mode and returns the updated streams; ``E`` is the
+loss of a fresh validation window batch in inference mode (the streams
+untouched), taken for the methods that read it. The ``value_fn`` closure
+merges the same streams, so with dropout it reuses the step's masks. The
+steps run in :func:`marthe_lab.loop.scan`, chunk by chunk of
+``Config.eval_every`` steps inside an outer ``lax.scan`` that evaluates the
+validation curve between chunks.
 """
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 import optax
 
-import marthe_optax.flax as mof
+from marthe_lab import loop
 from marthe_lab.lm.corpus import Corpus, random_starts, tiling_starts, windows
 from marthe_lab.lm.model import Config, Transformer, loss, train_loss
 
@@ -95,7 +100,7 @@ def train(
     config: Config,
     inputs: Inputs,
     *,
-    feed: str = "none",
+    needs: Sequence[str] = (),
     read_lr: Callable[[Any, jax.Array], jax.Array] = lambda s, t: jnp.nan,
     eval_params: Optional[Callable[[Any, Any], Any]] = None,
     steps: Optional[int] = None,
@@ -108,11 +113,12 @@ def train(
     data: the corpus and evaluation windows.
     config: the configuration.
     inputs: the seed's :class:`Inputs`.
-    feed: what ``tx.update`` receives besides the gradient: ``'none'``;
-      ``'objective'``: ``value_fn`` (the training loss closure) and
-      ``val_grads`` (the gradient of ``E``, the validation loss of the step's
-      fresh validation window batch, in inference mode); ``'objective+value'``:
-      also ``value=`` the training loss ``L_t(w_t)``.
+    needs: what ``tx.update`` receives besides the gradient (names of
+      :data:`marthe_lab.methods.EXTRA_ARGS`, a registry method's ``needs``):
+      ``'value_fn'`` (the training loss closure), ``'val_grads'`` (the
+      gradient of ``E``, the validation loss of the step's fresh validation
+      window batch, in inference mode), ``'value'`` (the training loss
+      ``L_t(w_t)``).
     read_lr: ``read_lr(opt_state, t)``, the rate step ``t`` used (read after it).
     eval_params: the params to evaluate, ``eval_params(opt_state, params)``
       (schedule-free's average), or ``None``.
@@ -121,46 +127,58 @@ def train(
   Returns:
     ``(params, opt_state, trace)``: the evaluation params, the final state and
     the :class:`Trace` (its curve is empty for a shorter horizon).
+
+  Examples:
+    >>> import jax, optax
+    >>> from marthe_lab import lm
+    >>> config = lm.PRESETS["tiny"]
+    >>> p = lm.prepare(config, lm.split_corpus("the quick brown fox. " * 200))
+    >>> gdef = lm.graphdef(len(p.corpus.vocab), config)
+    >>> inputs = jax.tree.map(lambda a: a[0], p.inputs)
+    >>> _, _, trace = lm.train(gdef, optax.adamw(1e-2), p.data, config, inputs,
+    ...                        steps=3)
+    >>> trace.train_loss.shape, trace.curve.shape
+    ((3,), (0,))
   """
   steps = config.steps if steps is None else steps
   ctx, every = config.context, config.eval_every
   evaluate = lambda p, s: p if eval_params is None else eval_params(s, p)
 
-  def step(carry, xs):
-    params, rest, opt_state = carry
-    t, s, vs = xs
+  def loss_and_rest(params, rest, batch):
     model = nnx.merge(gdef, params, rest, copy=True)
-    extra, objective = {}, jnp.nan
-    if feed.startswith("objective"):
-      val = mof.nnx_value_and_grad(loss, model, *windows(data.val, vs, ctx), update_state=False)
-      extra = dict(val_grads=nnx.as_pure(val.grads))
-      objective = val.value
-    out = mof.nnx_value_and_grad(train_loss, model, *windows(data.train, s, ctx))
-    if feed.startswith("objective"):
-      extra["value_fn"] = out.value_fn
-    if feed == "objective+value":
-      extra["value"] = out.value
-    updates, opt_state = tx.update(nnx.as_pure(out.grads), opt_state, params, **extra)
-    params = optax.apply_updates(params, updates)
-    rest = nnx.as_pure(nnx.split(model, nnx.Param, ...)[2])
-    return (params, rest, opt_state), (read_lr(opt_state, t), out.value, objective)
+    value = train_loss(model, *batch)
+    return value, nnx.as_pure(nnx.split(model, nnx.Param, ...)[2])
+
+  def objective(params, rest, val_batch):
+    return loss(nnx.merge(gdef, params, rest, copy=True), *val_batch)
+
+  step = loop.make_step(tx, loss_and_rest, needs, objective=objective,
+                        stateful=True)
+
+  def run(params, opt_state, rest, xs):
+    return loop.scan(
+        step, params, opt_state, xs, model_state=rest,
+        batches=lambda x: (windows(data.train, x[1], ctx),
+                           windows(data.val, x[2], ctx)),
+        record=lambda x, p, s, out: (read_lr(s, x[0]), out.value, out.objective))
 
   def curve_point(params, rest, opt_state):
     return block_loss(gdef, evaluate(params, opt_state), rest, data.val, data.curve_starts, ctx)
 
-  carry = (inputs.params, inputs.rest, tx.init(inputs.params))
   xs = (jnp.arange(steps), inputs.starts[:steps], inputs.val_starts[:steps])
+  params, opt_state = inputs.params, tx.init(inputs.params)
   if steps == config.steps and steps % every == 0:
     def chunk(carry, xs):
-      carry, out = jax.lax.scan(step, carry, xs)
-      return carry, (out, curve_point(*carry))
+      r = run(*carry, xs)
+      carry = (r.params, r.opt_state, r.model_state)
+      return carry, (r.records, curve_point(r.params, r.model_state, r.opt_state))
     fold = lambda a: a.reshape((steps // every, every) + a.shape[1:])
-    carry, (outs, curve) = jax.lax.scan(chunk, carry, jax.tree.map(fold, xs))
+    (params, opt_state, _), (outs, curve) = jax.lax.scan(
+        chunk, (params, opt_state, inputs.rest), jax.tree.map(fold, xs))
     outs = jax.tree.map(lambda a: a.reshape((steps,) + a.shape[2:]), outs)
     first = block_loss(gdef, inputs.params, inputs.rest, data.val, data.curve_starts, ctx)
     curve = jnp.concatenate([first[None], curve])
   else:
-    carry, outs = jax.lax.scan(step, carry, xs)
-    curve = jnp.zeros([0])
-  params, _, opt_state = carry
+    r = run(params, opt_state, inputs.rest, xs)
+    params, opt_state, outs, curve = r.params, r.opt_state, r.records, jnp.zeros([0])
   return evaluate(params, opt_state), opt_state, Trace(*outs, curve)
