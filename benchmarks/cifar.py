@@ -93,7 +93,7 @@ def config(args) -> cifar.Config:
     overrides["methods"] = tuple(m.strip() for m in args.methods.split(","))
     unknown = set(overrides["methods"]) - set(cifar.METHODS)
     if unknown:
-      raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {cifar.METHODS}")
+      raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {tuple(cifar.METHODS)}")
   return cifar.preset(args.preset, args.experiment, **overrides)
 
 

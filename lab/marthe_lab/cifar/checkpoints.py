@@ -22,9 +22,11 @@ class Checkpoints:
   Layout under ``directory``: ``config.json`` (the :class:`Config` they
   belong to), ``kappa.json`` (MARTHE's selected ``kappa``), and per method and
   seed a folder ``<method>-seed<seed>/`` with ``state/`` (an Orbax
-  ``CheckpointManager``: the model and optimizer state, and as JSON the
-  epochs done, the records so far and the state of the NumPy generator that
-  draws the minibatches) and, once the run is over, ``record.json``.
+  ``CheckpointManager``: the leaves of the run's state, params, BatchNorm
+  statistics, optimizer state and step count, in ``jax.tree.leaves`` order,
+  and as JSON the epochs done, the records so far and the state of the NumPy
+  generator that draws the minibatches) and, once the run is over,
+  ``record.json``.
 
   Args:
     directory: where the checkpoints live.
@@ -98,27 +100,29 @@ class Checkpoints:
   def restore(self, method: str, seed: int, target: Any) -> Optional[tuple[Any, dict]]:
     """``(state, meta)`` of the last checkpoint of a run, or ``None``.
 
-    ``target`` is a state of the same structure (the freshly built one).
+    ``target`` is a state of the same structure (the freshly built one): the
+    saved leaves are put back into its tree.
     """
     ocp, manager = self._manager(method, seed)
     with manager:
       step = manager.latest_step()
       if step is None:
         return None
-      abstract = jax.tree.map(
-          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target
-      )
+      leaves, treedef = jax.tree.flatten(target)
+      abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+                  for x in leaves]
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore(),
       ))
-    return restored["state"], restored["meta"]
+    return jax.tree.unflatten(treedef, restored["state"]), restored["meta"]
 
   def save(self, method: str, seed: int, epoch: int, state: Any, meta: dict) -> None:
     """Saves the state after ``epoch`` epochs (blocking until written)."""
     ocp, manager = self._manager(method, seed)
     with manager:
       manager.save(epoch, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+          state=ocp.args.StandardSave(jax.tree.leaves(state)),
+          meta=ocp.args.JsonSave(meta),
       ))
       manager.wait_until_finished()
 

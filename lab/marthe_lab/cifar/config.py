@@ -1,13 +1,16 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""The CIFAR experiments' configuration: :class:`Config`, its presets, the methods' optimizers.
+"""The CIFAR experiments' configuration: :class:`Config`, its presets, the methods.
 
 :func:`preset` gives the paper's setting, a synthetic stand-in and a smoke
-test; :func:`make_optimizer` builds each method's Optax transformation (the
-fixed schedules, or HD / RTHO / MARTHE over the experiment's inner optimizer).
+test. Each method (:data:`METHODS`) is an entry of the one registry
+(:data:`marthe_lab.methods.METHODS`) over the experiment's inner optimizer:
+the fixed schedules are ``'plain'`` with an Optax schedule as its learning
+rate, HD / RTHO / MARTHE the registry's own, from ``eta_0``;
+:func:`make_optimizer` builds one.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import optax
 
@@ -16,8 +19,6 @@ from marthe_lab import methods as methods_lib
 from marthe_lab.cifar import data as cifar_data
 
 
-METHODS = ("staircase", "exponential", "sgdr", "hd", "rtho", "marthe")
-ONLINE = ("hd", "rtho", "marthe")
 EXPERIMENTS = {
     # name: (dataset, model, inner, eta_0)
     "vgg11-cifar10": ("cifar10", "vgg11", "momentum", 0.1),
@@ -44,7 +45,7 @@ class Config:
   weight_decay: float = 5e-4
   num_val: int = 5000
   seeds: tuple = (0, 1, 2, 3, 4)
-  methods: tuple = METHODS
+  methods: tuple = ("staircase", "exponential", "sgdr", "hd", "rtho", "marthe")
   kappa: Optional[float] = None  # MARTHE's hyper_lr_step; None: selection
   selection_start: float = 1e-2
   selection_num: int = 8  # 1e-2 ... 1e-9
@@ -156,32 +157,98 @@ def sgdr_schedule(
            end_value=0.0) for d in periods])
 
 
+def staircase_schedule(cfg: Config, spe: int) -> optax.Schedule:
+  """``eta_0`` times ``cfg.staircase_factor`` every ``cfg.staircase_every`` epochs."""
+  every = max(1, int(round(cfg.staircase_every * spe)))
+  return optax.piecewise_constant_schedule(
+      cfg.eta0, {k: cfg.staircase_factor for k in range(every, cfg.epochs * spe, every)})
+
+
+def exponential_schedule(cfg: Config, spe: int) -> optax.Schedule:
+  """``eta_0`` times ``cfg.exp_decay`` per epoch (staircase)."""
+  return optax.exponential_decay(
+      cfg.eta0, transition_steps=spe, decay_rate=cfg.exp_decay, staircase=True)
+
+
+def _sgdr(cfg: Config, spe: int) -> optax.Schedule:
+  return sgdr_schedule(cfg.eta0, int(round(cfg.sgdr_t0 * spe)), cfg.sgdr_mult,
+                       cfg.epochs * spe)
+
+
+def _eta0(cfg: Config, spe: int) -> float:
+  del spe
+  return cfg.eta0
+
+
+def _kappa(cfg: Config, kappa: Optional[float]) -> float:
+  del cfg
+  if kappa is None:
+    raise ValueError("marthe needs kappa (Config.kappa or the selection).")
+  return kappa
+
+
+class Method(NamedTuple):
+  """One method of the experiment: a registry method and its settings.
+
+  Attributes:
+    name: the key (``Config.methods`` names these).
+    method: the registry method, a key of :data:`marthe_lab.methods.METHODS`:
+      it builds the transformation over ``Config.inner``, names what the
+      update is fed and reads the learning rate.
+    learning_rate: ``learning_rate(cfg, steps_per_epoch)``: ``eta_0``, or
+      the Optax schedule of a fixed-schedule method.
+    value: ``value(cfg, kappa)``, the registry method's value (HD's and
+      RTHO's ``beta``, MARTHE's ``kappa``); ``None`` for the schedules.
+  """
+
+  name: str
+  method: str
+  learning_rate: Callable[[Config, int], Any] = _eta0
+  value: Callable[[Config, Optional[float]], Any] = lambda cfg, kappa: None
+
+  @property
+  def registry(self) -> methods_lib.Method:
+    """The registry method."""
+    return methods_lib.get(self.method)
+
+
+METHODS = {m.name: m for m in (
+    Method("staircase", "plain", staircase_schedule),
+    Method("exponential", "plain", exponential_schedule),
+    Method("sgdr", "plain", _sgdr),
+    Method("hd", "hd", value=lambda cfg, kappa: cfg.hd_beta),
+    Method("rtho", "rtho", value=lambda cfg, kappa: cfg.rtho_beta),
+    Method("marthe", "marthe", value=_kappa),
+)}
+"""The methods of section 6, by name."""
+
+ONLINE = tuple(n for n, m in METHODS.items() if m.registry.family == "hypergradient")
+"""The methods that read the validation objective: HD, RTHO, MARTHE."""
+
+
 def make_optimizer(
     cfg: Config, method: str, spe: int, kappa: Optional[float]
-) -> tuple[optax.GradientTransformation, Optional[optax.Schedule]]:
-  """``(tx, schedule)`` of a method; ``schedule`` is ``None`` for online methods."""
-  inner = methods_lib.get_inner(cfg.inner)
-  total = cfg.epochs * spe
-  if method == "staircase":
-    every = max(1, int(round(cfg.staircase_every * spe)))
-    schedule = optax.piecewise_constant_schedule(
-        cfg.eta0,
-        {k: cfg.staircase_factor for k in range(every, total, every)},
-    )
-  elif method == "exponential":
-    schedule = optax.exponential_decay(
-        cfg.eta0, transition_steps=spe, decay_rate=cfg.exp_decay, staircase=True
-    )
-  elif method == "sgdr":
-    schedule = sgdr_schedule(
-        cfg.eta0, int(round(cfg.sgdr_t0 * spe)), cfg.sgdr_mult, total
-    )
-  elif method in ONLINE:
-    value = dict(hd=cfg.hd_beta, rtho=cfg.rtho_beta, marthe=kappa)[method]
-    if value is None:
-      raise ValueError("marthe needs kappa (Config.kappa or the selection).")
-    return methods_lib.get(method).make(inner, cfg.eta0, value), None
-  else:
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-  return inner(schedule), schedule
+) -> tuple[optax.GradientTransformationExtraArgs, Any]:
+  """``(tx, learning_rate)`` of a method: ``METHODS[method]`` over ``cfg.inner``.
 
+  Args:
+    cfg: the configuration.
+    method: a key of :data:`METHODS`.
+    spe: steps per epoch (the schedules' unit).
+    kappa: MARTHE's ``kappa`` (ignored by the other methods).
+
+  Returns:
+    The transformation and what it was built with: ``eta_0``, or the
+    schedule (read the step's learning rate with the registry method's
+    ``learning_rate(state, t, learning_rate)``).
+
+  Raises:
+    ValueError: on an unknown method, or MARTHE without ``kappa``.
+  """
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}.")
+  m = METHODS[method]
+  learning_rate = m.learning_rate(cfg, spe)
+  tx = m.registry.make(methods_lib.get_inner(cfg.inner), learning_rate,
+                       m.value(cfg, kappa))
+  return tx, learning_rate

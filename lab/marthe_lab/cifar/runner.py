@@ -13,16 +13,15 @@ import statistics
 import time
 from typing import Callable, Optional, Sequence
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from marthe_lab import methods as methods_lib
 from marthe_lab.cifar import models as cifar_models
 from marthe_lab.cifar.checkpoints import Budget, Checkpoints
-from marthe_lab.cifar.config import Config, load_data
-from marthe_lab.cifar.step import Prepared, build, make_train_step
+from marthe_lab.cifar.config import Config, load_data, make_optimizer
+from marthe_lab.cifar.step import (
+    Prepared, build, initial_state, make_train_step, split)
 
 
 def _subsample(trace: list, max_points: int) -> tuple[list, list]:
@@ -158,30 +157,24 @@ def select_kappa(cfg: Config, prepared: Prepared) -> tuple[float, str, dict]:
   vidx = rng.integers(0, n_val, (steps, cfg.val_batch_size))
   keys = jax.random.split(jax.random.key(10_000), steps)
   model = cifar_models.make(cfg.model, data.num_classes, cfg.width, 0)
-  model_def, model_state = nnx.split(model)
+  graphdef, params, model_state = split(model)
 
-  def prefix(model_state, data, idx, vidx, keys, kappa):
-    model = nnx.merge(model_def, model_state)
-    tx = methods_lib.get("marthe").make(
-        methods_lib.get_inner(cfg.inner), cfg.eta0, kappa)
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    opt_def, opt_state = nnx.split(optimizer)
-    step = make_train_step(
-        (model_def, opt_def), cfg, True, data_mean, data_std, None, jit=False
-    )
+  def prefix(params, model_state, data, idx, vidx, keys, kappa):
+    tx, learning_rate = make_optimizer(cfg, "marthe", prepared.spe, kappa)
+    step = make_train_step(graphdef, cfg, "marthe", tx, learning_rate,
+                           data_mean, data_std, jit=False)
+    state = initial_state(params, model_state, tx)
 
     def body(state, xs):
       state, metrics = step(state, data, *xs)
       return state, metrics["loss"]
 
-    _, losses = jax.lax.scan(
-        body, (nnx.state(model), opt_state), (idx, vidx, keys)
-    )
+    _, losses = jax.lax.scan(body, state, (idx, vidx, keys))
     return losses
 
   data_mean, data_std = data.mean, data.std
   run = jax.tree_util.Partial(
-      prefix, model_state, prepared.device, jnp.asarray(idx), jnp.asarray(vidx),
+      prefix, params, model_state, prepared.device, jnp.asarray(idx), jnp.asarray(vidx),
       keys,
   )
   result = selection.select_hyper_lr_step(

@@ -1,14 +1,16 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
 """The CIFAR training step (Flax NNX), the evaluation, and what every run shares.
 
-:func:`make_train_step` is :func:`marthe_optax.flax.nnx_train_step` under
-``jax.jit`` (split/merge of the NNX model and optimizer, the state donated),
-with on-device augmentation; :func:`make_evaluate` the inference-mode loss
-and accuracy; :class:`Prepared` the device copies of a dataset and the
-compiled functions, and :func:`build` one method's initial state.
+:func:`make_train_step` is the lab's one step,
+:func:`marthe_lab.loop.make_step` with ``stateful=True`` (the params are the
+pure ``nnx.State`` of the ``nnx.Param`` variables, the model state the
+BatchNorm statistics), with on-device augmentation, under ``jax.jit`` (the
+:class:`State` donated); :func:`make_evaluate` the inference-mode loss and
+accuracy; :class:`Prepared` the device copies of a dataset and the compiled
+functions, and :func:`build` one method's initial state.
 """
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from flax import nnx
 import jax
@@ -16,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from marthe_optax import flax as mof
+from marthe_lab import loop
 from marthe_lab import models
 from marthe_lab.cifar import data as cifar_data
 from marthe_lab.cifar import models as cifar_models
-from marthe_lab.cifar.config import ONLINE, Config, make_optimizer, steps_per_epoch
+from marthe_lab.cifar.config import METHODS, Config, make_optimizer, steps_per_epoch
 
 
 def _training(model, x):
@@ -31,73 +33,103 @@ def _inference(model, x):
   return model(x, train=False)
 
 
-def make_losses(weight_decay: float):
-  """``(train_loss, objective)`` for :func:`marthe_optax.flax.nnx_train_step`.
+class State(NamedTuple):
+  """A run's state: what a checkpoint holds.
 
-  ``train_loss(model, x, y) -> (CE + 0.5 wd ||w||^2, CE)`` in training mode;
-  ``objective(model, x, y) -> CE`` in inference mode (running statistics).
+  Attributes:
+    params: the pure ``nnx.State`` of the model's ``nnx.Param`` variables.
+    model_state: the pure state of the rest (BatchNorm statistics).
+    opt_state: the optimizer's state.
+    step: the number of steps done (int32), the schedules' ``t``.
   """
 
-  def train_loss(model, x, y):
-    ce = models.cross_entropy(_training, model, x, y)
-    params = jax.tree.leaves(nnx.as_pure(nnx.state(model, nnx.Param)))
-    penalty = sum(jnp.vdot(p, p) for p in params)
-    return ce + 0.5 * weight_decay * penalty, ce
+  params: Any
+  model_state: Any
+  opt_state: Any
+  step: jax.Array
 
-  def objective(model, x, y):
-    return models.cross_entropy(_inference, model, x, y)
 
-  return train_loss, objective
+def split(model: nnx.Module) -> tuple[Any, Any, Any]:
+  """``(graphdef, params, model_state)`` of ``model``, the states pure."""
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  return graphdef, nnx.as_pure(params), nnx.as_pure(rest)
+
+
+def make_losses(graphdef: Any, weight_decay: float):
+  """``(loss, objective)`` for :func:`marthe_lab.loop.make_step` (stateful, with aux).
+
+  ``loss(params, model_state, (x, y)) -> (CE + 0.5 wd ||w||^2, (new
+  model_state, CE))`` in training mode (the batch statistics updated);
+  ``objective(params, model_state, (x, y)) -> CE`` in inference mode
+  (running statistics, left unchanged).
+  """
+
+  def loss(params, model_state, batch):
+    model = nnx.merge(graphdef, params, model_state, copy=True)
+    ce = models.cross_entropy(_training, model, *batch)
+    penalty = sum(jnp.vdot(p, p) for p in jax.tree.leaves(params))
+    new_state = nnx.as_pure(nnx.split(model, nnx.Param, ...)[2])
+    return ce + 0.5 * weight_decay * penalty, (new_state, ce)
+
+  def objective(params, model_state, batch):
+    model = nnx.merge(graphdef, params, model_state, copy=True)
+    return models.cross_entropy(_inference, model, *batch)
+
+  return loss, objective
 
 
 def make_train_step(
-    graphdefs: Any,
+    graphdef: Any,
     cfg: Config,
-    online: bool,
+    method: str,
+    tx: optax.GradientTransformation,
+    learning_rate: Any,
     mean: Sequence[float],
     std: Sequence[float],
-    schedule: Optional[optax.Schedule],
     jit: bool = True,
 ) -> Callable:
   """The training step ``(state, data, idx, vidx, key) -> (state, metrics)``.
 
-  ``graphdefs`` and ``state`` are those of ``nnx.split(model)`` and
-  ``nnx.split(optimizer)``, as pairs; ``data`` is ``(x_train, y_train, x_val,
-  y_val)`` on the device (uint8 images); ``idx`` and ``vidx`` index the
-  training and validation minibatches. With ``jit`` the step is jitted with
-  ``state`` donated; without, it is the pure function (for ``lax.scan``).
+  Args:
+    graphdef: the model's (:func:`split`).
+    cfg: the configuration.
+    method: a key of :data:`~marthe_lab.cifar.config.METHODS`: its registry
+      method names what ``tx.update`` is fed (HD, RTHO and MARTHE read
+      ``val_grads``, the gradient of the validation cross-entropy on the
+      minibatch ``vidx``) and reads the learning rate.
+    tx: the method's transformation, ``learning_rate`` what it was built
+      with (:func:`~marthe_lab.cifar.config.make_optimizer`).
+    mean, std: the normalisation of the images.
+    jit: jit the step with ``state`` donated; without, the pure function
+      (for ``lax.scan``).
+
+  Returns:
+    The step. ``state`` is a :class:`State`; ``data`` is ``(x_train,
+    y_train, x_val, y_val)`` on the device (uint8 images); ``idx`` and
+    ``vidx`` index the training and validation minibatches; ``key`` draws
+    the augmentation. ``metrics``: ``loss`` (``L_t(w_t)``), ``ce``, ``lr``
+    (the rate the step used) and ``hypergradient`` (0 for the schedules).
   """
-  train_loss, objective = make_losses(cfg.weight_decay)
+  registry = METHODS[method].registry
+  loss, objective = make_losses(graphdef, cfg.weight_decay)
+  one_step = loop.make_step(tx, loss, registry.needs, objective=objective,
+                            has_aux=True, stateful=True)
 
   def step(state, data, idx, vidx, key):
-    model = nnx.merge(graphdefs[0], state[0])
-    optimizer = nnx.merge(graphdefs[1], state[1])
     x_train, y_train, x_val, y_val = data
-    # nnx.Optimizer.step is uint32, which optax.piecewise_constant_schedule
-    # mishandles (0.2.8: the scale reverts after the boundary): use int32.
-    count = optimizer.step[...].astype(jnp.int32)
     x = x_train[idx]
     if cfg.augment:
       x = cifar_data.augment(key, x)
-    x = cifar_data.normalize(x, mean, std)
-    extra = {}
-    if online:
-      extra = dict(
-          objective_fn=objective,
-          objective_args=(cifar_data.normalize(x_val[vidx], mean, std), y_val[vidx]),
-      )
-    out = mof.nnx_train_step(
-        optimizer, model, train_loss, (x, y_train[idx]), has_aux=True, **extra
-    )
-    if online:
-      pure = nnx.as_pure(optimizer.opt_state)
-      lr = optax.tree.get(pure, "learning_rate")
-      hypergradient = optax.tree.get(pure, "hypergradient")
-    else:
-      lr = jnp.asarray(schedule(count), jnp.float32)
-      hypergradient = jnp.zeros([], jnp.float32)
-    metrics = dict(loss=out.loss, ce=out.aux, lr=lr, hypergradient=hypergradient)
-    return (nnx.state(model), nnx.state(optimizer)), metrics
+    batch = (cifar_data.normalize(x, mean, std), y_train[idx])
+    val_batch = (cifar_data.normalize(x_val[vidx], mean, std), y_val[vidx])
+    params, opt_state, model_state, out = one_step(
+        state.params, state.opt_state, batch, val_batch, state.model_state)
+    hypergradient = optax.tree.get(opt_state, "hypergradient", 0.0)
+    metrics = dict(
+        loss=out.value, ce=out.aux,
+        lr=registry.learning_rate(opt_state, state.step, learning_rate),
+        hypergradient=jnp.asarray(hypergradient, jnp.float32))
+    return State(params, model_state, opt_state, state.step + 1), metrics
 
   return jax.jit(step, donate_argnums=0) if jit else step
 
@@ -105,19 +137,19 @@ def make_train_step(
 def make_evaluate(graphdef: Any, mean, std) -> Callable:
   """``evaluate(state, chunks) -> (mean CE, accuracy)`` in inference mode.
 
-  ``graphdef`` is the model's; ``state`` the ``(model, optimizer)`` state pair.
+  ``graphdef`` is the model's (:func:`split`); ``state`` a :class:`State`.
   """
 
   @jax.jit
-  def chunk_stats(model_state, x, y, mask):
-    model = nnx.merge(graphdef, model_state)
+  def chunk_stats(params, model_state, x, y, mask):
+    model = nnx.merge(graphdef, params, model_state, copy=True)
     logits = model(cifar_data.normalize(x, mean, std), train=False)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = jnp.argmax(logits, -1) == y
     return jnp.sum(jnp.where(mask, ce, 0.0)), jnp.sum(correct & mask)
 
   def evaluate(state, chunks):
-    totals = [chunk_stats(state[0], *c) for c in chunks]
+    totals = [chunk_stats(state.params, state.model_state, *c) for c in chunks]
     n = sum(float(jnp.sum(c[2])) for c in chunks)
     ce = sum(float(t[0]) for t in totals) / n
     acc = sum(float(t[1]) for t in totals) / n
@@ -158,20 +190,22 @@ class Prepared:
     self.spe = steps_per_epoch(cfg, len(data.x_train))
 
 
+def initial_state(params: Any, model_state: Any,
+                  tx: optax.GradientTransformation) -> State:
+  """The :class:`State` at step 0 (``tx.init(params)``)."""
+  return State(params, model_state, tx.init(params), jnp.zeros([], jnp.int32))
+
+
 def build(cfg: Config, prepared: Prepared, method: str, seed: int, kappa):
   """``(state, step, evaluate)`` for one method and seed."""
   data = prepared.data
   model = cifar_models.make(cfg.model, data.num_classes, cfg.width, seed)
-  tx, schedule = make_optimizer(cfg, method, prepared.spe, kappa)
-  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-  model_def, model_state = nnx.split(model)
-  opt_def, opt_state = nnx.split(optimizer)
+  tx, learning_rate = make_optimizer(cfg, method, prepared.spe, kappa)
+  graphdef, params, model_state = split(model)
   if method not in prepared.steps:
     prepared.steps[method] = make_train_step(
-        (model_def, opt_def), cfg, method in ONLINE, data.mean, data.std,
-        schedule,
-    )
+        graphdef, cfg, method, tx, learning_rate, data.mean, data.std)
   if prepared.evaluate is None:
-    prepared.evaluate = make_evaluate(model_def, data.mean, data.std)
-  return (model_state, opt_state), prepared.steps[method], prepared.evaluate
-
+    prepared.evaluate = make_evaluate(graphdef, data.mean, data.std)
+  return (initial_state(params, model_state, tx), prepared.steps[method],
+          prepared.evaluate)
