@@ -22,9 +22,9 @@ from marthe_lab.lm.results import Result, Run, Timing, summarize
 def _train(method: Method, gdef, data, config, inputs, hyper, steps=None):
   tx = method.build(config, hyper)
   return train(
-      gdef, tx, data, config, inputs, needs=method.needs, steps=steps,
+      gdef, tx, data, config, inputs, needs=method.registry.needs, steps=steps,
       read_lr=lambda s, t: method.lr(s, t, config, hyper),
-      eval_params=method.eval_params)
+      eval_params=method.registry.eval_params)
 
 
 def run_one(method: Method, gdef, data: Data, config: Config,

@@ -51,8 +51,9 @@ class Method(NamedTuple):
     label: the name in tables and plots.
     method: the registry method, a key of :data:`marthe_lab.methods.METHODS`:
       it builds the transformation, names what the update is fed
-      (:attr:`needs`), reads the learning rate and gives the evaluation
-      params.
+      (``registry.needs``), reads the learning rate, gives the evaluation
+      params (``registry.eval_params``) and the family (``'schedule'``,
+      ``'lr-free'`` or ``'hypergradient'``: ``registry.family``).
     inner: the inner optimizer factory (AdamW, Optax defaults otherwise).
     learning_rate: ``learning_rate(config, hyper)``, what the registry method
       is built with: ``eta_0``, a schedule, the initial per-group rates,
@@ -85,21 +86,6 @@ class Method(NamedTuple):
   def registry(self) -> methods_lib.Method:
     """The registry method."""
     return methods_lib.get(self.method)
-
-  @property
-  def family(self) -> str:
-    """``'schedule'``, ``'lr-free'`` or ``'hypergradient'`` (the registry's)."""
-    return self.registry.family
-
-  @property
-  def needs(self) -> tuple:
-    """What the update receives besides the gradient (the registry's)."""
-    return self.registry.needs
-
-  @property
-  def eval_params(self) -> Optional[Callable[[Any, Any], Any]]:
-    """``eval_params(state, params)`` or ``None`` (the registry's)."""
-    return self.registry.eval_params
 
   def build(self, config: Config, hyper: Any) -> optax.GradientTransformationExtraArgs:
     """The transformation at ``hyper`` (the grid's peak, or ``beta`` / ``kappa``)."""

@@ -71,7 +71,7 @@ def summarize(result: Result, reference: Timing, config: Config) -> dict:
   points = np.arange(len(r.trace.curve[0])) * config.eval_every
   elapsed = before + t.run_s / t.runs * points / config.steps
   return dict(
-      method=m.name, label=m.label, family=m.family, notes=m.notes,
+      method=m.name, label=m.label, family=m.registry.family, notes=m.notes,
       user_set=list(m.user_set), n_user_set=len(m.user_set), tune=m.tune,
       hyper=result.hyper, settings=result.settings,
       grid=dict(peaks=config.peaks, val_bits=bits(result.grid_val)) if result.grid_val is not None else None,
