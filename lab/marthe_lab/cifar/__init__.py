@@ -66,5 +66,5 @@ from marthe_lab.cifar.results import COLORS, plot, save_json
 from marthe_lab.cifar.runner import (
     run, run_one, select_kappa, summarize, time_steps)
 from marthe_lab.cifar.step import (
-    Prepared, State, build, initial_state, make_evaluate, make_losses,
-    make_train_step, split)
+    Prepared, State, build, initial_state, make_batches, make_evaluate,
+    make_losses, make_one_step, make_train_step, split)

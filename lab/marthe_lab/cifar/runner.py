@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from marthe_lab import loop
 from marthe_lab.cifar import models as cifar_models
 from marthe_lab.cifar.checkpoints import Budget, Checkpoints
 from marthe_lab.cifar.config import Config, load_data, make_optimizer
 from marthe_lab.cifar.step import (
-    Prepared, build, initial_state, make_train_step, split)
+    Prepared, build, make_batches, make_one_step, split)
 
 
 def _subsample(trace: list, max_points: int) -> tuple[list, list]:
@@ -160,17 +161,13 @@ def select_kappa(cfg: Config, prepared: Prepared) -> tuple[float, str, dict]:
   graphdef, params, model_state = split(model)
 
   def prefix(params, model_state, data, idx, vidx, keys, kappa):
-    tx, learning_rate = make_optimizer(cfg, "marthe", prepared.spe, kappa)
-    step = make_train_step(graphdef, cfg, "marthe", tx, learning_rate,
-                           data_mean, data_std, jit=False)
-    state = initial_state(params, model_state, tx)
-
-    def body(state, xs):
-      state, metrics = step(state, data, *xs)
-      return state, metrics["loss"]
-
-    _, losses = jax.lax.scan(body, state, (idx, vidx, keys))
-    return losses
+    """The training losses of the prefix at ``kappa`` (traced)."""
+    tx, _ = make_optimizer(cfg, "marthe", prepared.spe, kappa)
+    run = loop.scan(
+        make_one_step(graphdef, cfg, "marthe", tx), params, tx.init(params),
+        (idx, vidx, keys), batches=make_batches(cfg, data, data_mean, data_std),
+        model_state=model_state)
+    return run.records
 
   data_mean, data_std = data.mean, data.std
   run = jax.tree_util.Partial(

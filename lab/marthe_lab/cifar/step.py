@@ -78,6 +78,41 @@ def make_losses(graphdef: Any, weight_decay: float):
   return loss, objective
 
 
+def make_batches(cfg: Config, data: tuple, mean: Sequence[float],
+                 std: Sequence[float]) -> Callable:
+  """``batches((idx, vidx, key)) -> (batch, val_batch)``, for :func:`marthe_lab.loop.scan`.
+
+  ``data`` is ``(x_train, y_train, x_val, y_val)`` on the device (uint8
+  images); ``idx`` and ``vidx`` index the training and validation
+  minibatches, ``key`` draws the augmentation (``cfg.augment``) of the
+  training images; both are normalised by ``mean`` and ``std``.
+  """
+  x_train, y_train, x_val, y_val = data
+
+  def batches(x):
+    idx, vidx, key = x
+    images = x_train[idx]
+    if cfg.augment:
+      images = cifar_data.augment(key, images)
+    return ((cifar_data.normalize(images, mean, std), y_train[idx]),
+            (cifar_data.normalize(x_val[vidx], mean, std), y_val[vidx]))
+
+  return batches
+
+
+def make_one_step(graphdef: Any, cfg: Config, method: str,
+                  tx: optax.GradientTransformation) -> loop.Step:
+  """:func:`marthe_lab.loop.make_step` of a method (stateful, CE as aux).
+
+  ``method`` is a key of :data:`~marthe_lab.cifar.config.METHODS`: its
+  registry method names what ``tx.update`` is fed (HD, RTHO and MARTHE read
+  ``val_grads``, the gradient of the validation cross-entropy).
+  """
+  loss, objective = make_losses(graphdef, cfg.weight_decay)
+  return loop.make_step(tx, loss, METHODS[method].registry.needs,
+                        objective=objective, has_aux=True, stateful=True)
+
+
 def make_train_step(
     graphdef: Any,
     cfg: Config,
@@ -93,35 +128,25 @@ def make_train_step(
   Args:
     graphdef: the model's (:func:`split`).
     cfg: the configuration.
-    method: a key of :data:`~marthe_lab.cifar.config.METHODS`: its registry
-      method names what ``tx.update`` is fed (HD, RTHO and MARTHE read
-      ``val_grads``, the gradient of the validation cross-entropy on the
-      minibatch ``vidx``) and reads the learning rate.
+    method: a key of :data:`~marthe_lab.cifar.config.METHODS`
+      (:func:`make_one_step`); its registry method also reads the learning
+      rate.
     tx: the method's transformation, ``learning_rate`` what it was built
       with (:func:`~marthe_lab.cifar.config.make_optimizer`).
     mean, std: the normalisation of the images.
-    jit: jit the step with ``state`` donated; without, the pure function
-      (for ``lax.scan``).
+    jit: jit the step with ``state`` donated; without, the pure function.
 
   Returns:
-    The step. ``state`` is a :class:`State`; ``data`` is ``(x_train,
-    y_train, x_val, y_val)`` on the device (uint8 images); ``idx`` and
-    ``vidx`` index the training and validation minibatches; ``key`` draws
-    the augmentation. ``metrics``: ``loss`` (``L_t(w_t)``), ``ce``, ``lr``
-    (the rate the step used) and ``hypergradient`` (0 for the schedules).
+    The step. ``state`` is a :class:`State`; ``data``, ``idx``, ``vidx`` and
+    ``key`` are those of :func:`make_batches`. ``metrics``: ``loss``
+    (``L_t(w_t)``), ``ce``, ``lr`` (the rate the step used) and
+    ``hypergradient`` (0 for the schedules).
   """
   registry = METHODS[method].registry
-  loss, objective = make_losses(graphdef, cfg.weight_decay)
-  one_step = loop.make_step(tx, loss, registry.needs, objective=objective,
-                            has_aux=True, stateful=True)
+  one_step = make_one_step(graphdef, cfg, method, tx)
 
   def step(state, data, idx, vidx, key):
-    x_train, y_train, x_val, y_val = data
-    x = x_train[idx]
-    if cfg.augment:
-      x = cifar_data.augment(key, x)
-    batch = (cifar_data.normalize(x, mean, std), y_train[idx])
-    val_batch = (cifar_data.normalize(x_val[vidx], mean, std), y_val[vidx])
+    batch, val_batch = make_batches(cfg, data, mean, std)((idx, vidx, key))
     params, opt_state, model_state, out = one_step(
         state.params, state.opt_state, batch, val_batch, state.model_state)
     hypergradient = optax.tree.get(opt_state, "hypergradient", 0.0)
