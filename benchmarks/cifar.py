@@ -34,6 +34,8 @@ import dataclasses
 import json
 import os
 
+import matplotlib
+
 from marthe_lab import cifar
 
 
@@ -91,11 +93,12 @@ def config(args) -> cifar.Config:
     overrides["methods"] = tuple(m.strip() for m in args.methods.split(","))
     unknown = set(overrides["methods"]) - set(cifar.METHODS)
     if unknown:
-      raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {cifar.METHODS}")
+      raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {tuple(cifar.METHODS)}")
   return cifar.preset(args.preset, args.experiment, **overrides)
 
 
 def main(argv=None) -> dict:
+  matplotlib.use("Agg")  # files only: the figures are written, not shown
   args = parse(argv)
   cfg = config(args)
   os.makedirs(args.out, exist_ok=True)

@@ -43,11 +43,11 @@ import time
 
 import jax
 import numpy as np
-import optax
 from tqdm import tqdm
 
 import marthe_optax as mo
 from marthe_lab import lr_free
+from marthe_lab import methods
 from marthe_lab import report
 from marthe_lab import schedules
 
@@ -73,14 +73,17 @@ PRESETS = {
 def sweep_method(mu, first_order: bool, step_sizes) -> lr_free.Method:
   """Knob-free MARTHE over SGD at ``(mu, first_order)``, ``step_size`` the
   traced grid value (every value of ``step_sizes`` runs, for every seed)."""
+  name = f"kf_mu={mu}_fo={first_order}"
+  registry = methods.Method(
+      name,
+      lambda inner, lr, h: mo.marthe(inner, learning_rate=lr, step_size=h,
+                                     mu=mu, first_order=first_order),
+      ("val_grads", "value") + (() if first_order else ("value_fn",)),
+      value="step_size")
   return lr_free.Method(
-      f"kf_mu={mu}_fo={first_order}",
-      f"knob-free mu={mu} first_order={first_order}", "hypergradient",
-      lambda c, h, n: mo.marthe(optax.sgd, learning_rate=c.learning_rate,
-                                step_size=h, mu=mu, first_order=first_order),
-      "objective_value", lr_free._state_lr, ("learning_rate",),
-      selects="step_size", grid=tuple(step_sizes),
-      needs_value_fn=not first_order)
+      name, f"knob-free mu={mu} first_order={first_order}", "hypergradient",
+      registry, ("learning_rate",), selects="step_size",
+      grid=tuple(step_sizes))
 
 
 def _stats(run: lr_free.Run, run_ratio: float) -> dict:

@@ -8,7 +8,7 @@ Usage:
 The corpus is CPython's pydoc_data.topics (contiguous train / validation /
 test blocks, random windows; nothing downloaded), the model a decoder-only
 transformer (lab/marthe_lab/lm.py), every method on the same seeds,
-windows and horizon (lab/marthe_lab/lm_bench.py): AdamW constant,
+windows and horizon (lab/marthe_lab/lm.py): AdamW constant,
 AdamW warm-up + cosine with its peak tuned on a grid, Prodigy, D-Adapt AdamW,
 schedule-free AdamW, HD and MARTHE over AdamW (beta / kappa by
 select_hyper_lr_step), and MARTHE's knob-free modes. Prints a table (final
@@ -24,10 +24,10 @@ import platform
 import time
 
 import jax
+import matplotlib
 from tqdm import tqdm
 
 from marthe_lab import lm
-from marthe_lab import lm_bench
 from marthe_lab import report
 
 
@@ -35,7 +35,7 @@ def run(preset: str, out: str, methods=None, seeds=None, progress: bool = True) 
   config = lm.PRESETS[preset]
   if seeds:
     config = config._replace(seeds=seeds)
-  methods = list(methods or lm_bench.METHODS)
+  methods = list(methods or lm.METHODS)
   names = ["adamw"] + [m for m in methods if m != "adamw"]
   bar = tqdm(total=len(names), desc="lm", disable=not progress)
 
@@ -44,7 +44,7 @@ def run(preset: str, out: str, methods=None, seeds=None, progress: bool = True) 
     bar.update()
 
   start = time.perf_counter()
-  bench = lm_bench.run_benchmark(config, names, progress=step)
+  bench = lm.run_benchmark(config, names, progress=step)
   bar.close()
   elapsed = time.perf_counter() - start
   result = dict(
@@ -53,7 +53,7 @@ def run(preset: str, out: str, methods=None, seeds=None, progress: bool = True) 
       cpu_count=os.cpu_count(), jax_version=jax.__version__, **bench)
   os.makedirs(out, exist_ok=True)
   report.write_json(os.path.join(out, "lm.json"), result)
-  table = report.format_table(lm_bench.TABLE_HEADER, lm_bench.table_rows(bench["methods"]))
+  table = report.format_table(lm.TABLE_HEADER, lm.table_rows(bench["methods"]))
   with open(os.path.join(out, "lm.md"), "w") as f:
     f.write(table + "\n")
   print(table)
@@ -63,14 +63,15 @@ def run(preset: str, out: str, methods=None, seeds=None, progress: bool = True) 
         f"{elapsed:.0f} s. 'time x AdamW': everything the method cost (compilation, "
         "selection or grid runs, the run) over the same for constant AdamW; 'run x "
         "AdamW': one run over one constant-AdamW run measured just before it.")
-  lm_bench.plot(bench, os.path.join(out, "lm.png"), os.path.join(out, "lm_lr.png"))
+  lm.plot(bench, os.path.join(out, "lm.png"), os.path.join(out, "lm_lr.png"))
   return result
 
 
 def main(argv=None):
+  matplotlib.use("Agg")  # files only: the figures are written, not shown
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", choices=sorted(lm.PRESETS), default="fast")
-  parser.add_argument("--methods", nargs="+", choices=list(lm_bench.METHODS),
+  parser.add_argument("--methods", nargs="+", choices=list(lm.METHODS),
                       help="a subset of the methods (constant AdamW always runs)")
   parser.add_argument("--seeds", type=int, help="override the preset's seeds")
   parser.add_argument("--out", default=None, help="output folder (default results/lm/<preset>)")

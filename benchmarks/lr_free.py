@@ -28,6 +28,7 @@ import platform
 import time
 
 import jax
+import matplotlib
 from tqdm import tqdm
 
 from marthe_lab import lr_free
@@ -101,6 +102,7 @@ def run(preset: str, out: str, methods=None, tasks=None, seeds=None,
 
 
 def main(argv=None):
+  matplotlib.use("Agg")  # files only: the figures are written, not shown
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
   parser.add_argument("--methods", nargs="+", choices=list(lr_free.METHODS),

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from marthe_lab import cifar
-from marthe_lab import cifar_data
-from marthe_lab import cifar_models
+from marthe_lab.cifar import data as cifar_data
+from marthe_lab.cifar import models as cifar_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -266,7 +266,7 @@ def test_select_kappa_with_selection_module():
       "smoke", kappa=None, selection_steps=6, selection_start=1e3,
       selection_num=2, selection_factor=1e8, selection_chunk=None,
   )
-  prepared = cifar._Prepared(cfg, cifar.load_data(cfg))
+  prepared = cifar.Prepared(cfg, cifar.load_data(cfg))
   kappa, source, evidence = cifar.select_kappa(cfg, prepared)
   assert source == "selection"
   # 1e3 makes eta overflow at once; 1e-5 does not.

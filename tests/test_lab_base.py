@@ -98,7 +98,8 @@ def test_registry_errors_on_unknown_names():
 
 
 VALUES = {"beta": 1e-3, "kappa": 1e-6, "hyper": methods.Hyper(1e-3, 0.0, 0.5),
-          "accumulation_size": 2, None: None}
+          "accumulation_size": 2, "schedule": optax.linear_schedule(1.0, 0.5, 10),
+          None: None}
 
 
 @pytest.mark.parametrize("name", sorted(methods.METHODS))
@@ -124,6 +125,36 @@ def test_every_registry_method_builds_trains_and_logs(name):
   evaluated = m.evaluation_params(state, params)
   chex.assert_trees_all_equal_structs(evaluated, params)
   assert set(methods.counters(state)) == set(methods.COUNTERS)
+
+
+def test_knob_free_schedule_is_knob_free_on_the_schedule_shape():
+  xs, ys, xv, yv = _data(3)
+  params0 = NET.init(jax.random.key(0))
+
+  def run(name, value):
+    m = methods.get(name)
+    tx = m.make(methods.INNERS["sgd"], 0.1, value)
+    step = loop.make_step(tx, _loss, m.needs)
+    params, state = params0, tx.init(params0)
+    for t in range(3):
+      params, state, _, _ = step(params, state, (xs[t], ys[t]), (xv, yv))
+      if t == 0:
+        first = params
+    return first, params, state
+
+  # A unit shape is the knob-free mode itself, to the bit.
+  _, plain, plain_state = run("knob_free", None)
+  _, unit, unit_state = run("knob_free_schedule", optax.constant_schedule(1.0))
+  chex.assert_trees_all_equal(unit, plain)
+  assert float(methods.stat(unit_state, "learning_rate")) == float(
+      methods.stat(plain_state, "learning_rate"))
+  # A warm-up from 0: the first step does not move the params, the scale is read.
+  first, _, state = run("knob_free_schedule", optax.linear_schedule(0.0, 1.0, 3))
+  chex.assert_trees_all_equal(first, params0)
+  m = methods.get("knob_free_schedule")
+  assert m.needs == ("val_grads", "value") and m.value == "schedule"
+  assert float(m.learning_rate(state, 2, 0.1)) == float(
+      methods.stat(state, "learning_rate"))
 
 
 def test_plain_reads_its_schedule():

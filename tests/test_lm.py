@@ -17,7 +17,7 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 
 import marthe_optax as mo  # pylint: disable=g-import-not-at-top
 from marthe_lab import lm  # pylint: disable=g-import-not-at-top
-from marthe_lab import lm_bench  # pylint: disable=g-import-not-at-top
+
 
 TEXT = "the cat sat on the mat; a dog ran after it!\n" * 3  # 132 characters
 
@@ -131,22 +131,22 @@ def test_loss_starts_near_uniform():
 
 @pytest.fixture(scope="module")
 def prepared():
-  return lm_bench.prepare(CONFIG, lm.split_corpus(TEXT * 4))
+  return lm.prepare(CONFIG, lm.split_corpus(TEXT * 4))
 
 
-def _run(prepared, tx, feed, **kw):
+def _run(prepared, tx, needs, **kw):
   p = prepared
   gdef = lm.graphdef(len(p.corpus.vocab), CONFIG)
   inputs = jax.tree.map(lambda a: a[0], p.inputs)
-  return jax.jit(lambda i: lm.train(gdef, tx, p.data, CONFIG, i, feed=feed, **kw))(inputs)
+  return jax.jit(lambda i: lm.train(gdef, tx, p.data, CONFIG, i, needs=needs, **kw))(inputs)
 
 
 def test_fed_hypergradient_step_with_zero_rates_is_adamw(prepared):
   """HD with beta = 0 fed the objective follows AdamW exactly (same windows)."""
-  p_adam, _, t_adam = _run(prepared, optax.adamw(1e-3), "none")
+  p_adam, _, t_adam = _run(prepared, optax.adamw(1e-3), ())
   read = lambda s, t: optax.tree.get(s, "learning_rate")
   p_hd, state, t_hd = _run(prepared, mo.hd(optax.adamw, learning_rate=1e-3, hyper_lr=0.0),
-                           "objective", read_lr=read)
+                           ("value_fn", "val_grads"), read_lr=read)
   chex.assert_trees_all_close(p_hd, p_adam, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(t_hd.train_loss, t_adam.train_loss, rtol=1e-5)
   np.testing.assert_allclose(t_hd.learning_rate, 1e-3)
@@ -159,7 +159,7 @@ def test_fed_hypergradient_step_with_zero_rates_is_adamw(prepared):
 
 def test_prefix_run_and_eval_params(prepared):
   sf = optax.contrib.schedule_free_adamw()
-  params, state, trace = _run(prepared, sf, "none", steps=5,
+  params, state, trace = _run(prepared, sf, (), steps=5,
                               eval_params=optax.contrib.schedule_free_eval_params)
   assert trace.train_loss.shape == (5,) and trace.curve.shape == (0,)
   raw = state.z  # the eval params are not the iterate itself
@@ -180,7 +180,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert (tmp_path / name).stat().st_size > 0
   saved = json.loads((tmp_path / "lm.json").read_text())
   by_name = {s["method"]: s for s in saved["methods"]}
-  assert list(by_name) == list(lm_bench.METHODS)  # constant AdamW first
+  assert list(by_name) == list(lm.METHODS)  # constant AdamW first
   assert by_name["adamw"]["time"]["run_ratio"] == 1.0
   assert by_name["cosine"]["settings"] == len(CONFIG.peaks)
   assert by_name["cosine"]["hyper"][0] in CONFIG.peaks

@@ -14,8 +14,12 @@ import optax
 import pytest
 
 import marthe_optax as mo
-from marthe_optax import selection
+from marthe_lab import choose
+from marthe_lab import data as data_lib
+from marthe_lab import loop
 from marthe_lab import lr_free
+from marthe_lab import methods
+from marthe_lab import models
 from marthe_lab import schedules
 from marthe_lab import train as train_lib
 
@@ -99,8 +103,13 @@ def test_sgdr_periods_and_schedules():
   assert sgdr(t0 - 1) < 0.1
   cos = lr_free.cosine_schedule(config)
   np.testing.assert_allclose([cos(0), cos(14)], [0.1, 0.0], atol=1e-7)
-  assert lr_free.steps_per_epoch(config, 1000) == 10
-  assert lr_free.steps_per_epoch(config, 3501) == 36
+  # reduce_on_plateau's accumulation size: the full batches of an epoch.
+  assert data_lib.steps_per_epoch(1000, 100) == 10
+  assert data_lib.steps_per_epoch(3501, 100) == 35
+  with pytest.raises(ValueError, match="exceeds"):
+    data_lib.steps_per_epoch(50, 100)
+  plateau = lr_free.METHODS["plateau"]
+  assert plateau.value(config, 0.0, 3501) == 35
 
 
 def test_user_set_counts():
@@ -121,14 +130,20 @@ def test_user_set_counts():
                              10.0 ** np.arange(-3, 1.01, 0.5), rtol=1e-3)
   tasks = {n: m.tasks for n, m in lr_free.METHODS.items() if m.tasks}
   assert tasks == {"adam": ("mnist1d-cnn",), "marthe_kf_adam": ("mnist1d-cnn",)}
-  feeds = {n: (m.feed, m.needs_value_fn) for n, m in lr_free.METHODS.items()
-           if m.feed == "objective_value"}
+  # The knob-free rows are fed value= (their safeguard) and value_fn only
+  # where the tangent forms a Hessian-vector product.
+  feeds = {n: ("value_fn" in m.needs) for n, m in lr_free.METHODS.items()
+           if "value" in m.needs}
   assert feeds == {
-      "marthe_kf": ("objective_value", lr_free.KNOB_FREE_NEEDS_VALUE_FN),
-      "marthe_kf_first_order": ("objective_value", False),
-      "marthe_kf_full": ("objective_value", True),
-      "marthe_kf_adam": ("objective_value", lr_free.KNOB_FREE_NEEDS_VALUE_FN),
+      "marthe_kf": False, "marthe_kf_first_order": False,
+      "marthe_kf_full": True, "marthe_kf_adam": False,
   }
+  assert {n: m.registry.name for n, m in lr_free.METHODS.items()
+          if m.family == "hypergradient"} == {
+              "hd": "hd", "rtho": "rtho", "marthe": "marthe",
+              "marthe_kf": "knob_free",
+              "marthe_kf_first_order": "knob_free_first_order",
+              "marthe_kf_full": "knob_free_full", "marthe_kf_adam": "knob_free"}
 
 
 def test_task_methods_restricts_the_cnn_only_rows():
@@ -146,20 +161,20 @@ def test_each_wrapper_is_finite_on_a_few_steps(name):
   """Each optimizer, fed as the benchmark feeds it, for a few eager steps."""
   method = lr_free.METHODS[name]
   arrays = _arrays()
-  model = lr_free.get_model("mlp", CONFIG)
-  loss = lambda p, x, y: lr_free.cross_entropy(model.apply, p, x, y)
-  params = model.init(jax.random.key(0), 6, 3)
-  tx = optax.with_extra_args_support(method.build(CONFIG, 1e-3, 24))
+  model = lr_free.get_model("mlp", CONFIG, 6, 3)
+  loss = lambda p, b: models.cross_entropy(model.apply, p, *b)
+  params = model.init(jax.random.key(0))
+  tx = method.build(CONFIG, 1e-3, 24)
+  step = loop.make_step(tx, loss, method.needs)
   state = tx.init(params)
   lrs, values = [], []
   for t in range(4):
     idx = jnp.arange(8 * t, 8 * t + 8) % 24
-    params, state, lr, value = lr_free.train_step(
-        method, tx, loss, CONFIG, params, state, jnp.int32(t),
-        (arrays.x_train[idx], arrays.y_train[idx]),
+    params, state, _, out = step(
+        params, state, (arrays.x_train[idx], arrays.y_train[idx]),
         (arrays.x_val[idx], arrays.y_val[idx]))
-    lrs.append(float(lr))
-    values.append(float(value))
+    lrs.append(float(method.read_lr(state, jnp.int32(t), CONFIG, 1e-3)))
+    values.append(float(out.value))
   chex.assert_tree_all_finite(params)
   chex.assert_tree_all_finite(
       [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)])
@@ -188,27 +203,27 @@ def test_each_wrapper_is_finite_on_a_few_steps(name):
 
 def test_schedule_free_is_evaluated_at_its_eval_params():
   arrays = _arrays()
-  model = lr_free.get_model("mlp", CONFIG)
+  model = lr_free.get_model("mlp", CONFIG, 6, 3)
   inputs = lr_free.make_inputs(arrays, jnp.arange(2), model="mlp",
                                config=CONFIG, num_classes=3)
   runs = lr_free.run_rows(arrays, inputs, jnp.zeros(2), method="schedule_free",
                           model="mlp", config=CONFIG)
   method = lr_free.METHODS["schedule_free"]
-  loss = lambda p: lr_free.cross_entropy(model.apply, p, arrays.x_val,
-                                         arrays.y_val)
+  loss = lambda p: models.cross_entropy(model.apply, p, arrays.x_val,
+                                        arrays.y_val)
   for i in range(2):
     one = jax.tree.map(lambda x: x[i], inputs)
     params, state, _, _ = jax.jit(
         lambda b: lr_free.fit(method, model, arrays, CONFIG, b, 0.0))(one)
     averaged = optax.contrib.schedule_free_eval_params(state, params)
-    chex.assert_trees_all_close(lr_free.evaluation_params(method, state, params),
+    chex.assert_trees_all_close(method.evaluation_params(state, params),
                                 averaged)
     np.testing.assert_allclose(runs.val_loss[i], loss(averaged), rtol=1e-5)
     # The averaged params are not the last iterate, and give another loss.
     assert optax.tree.norm(optax.tree.sub(averaged, params)) > 1e-4
     assert abs(float(loss(params)) - float(runs.val_loss[i])) > 1e-6
   plain = lr_free.METHODS["sgd"]
-  assert lr_free.evaluation_params(plain, None, inputs.params) is inputs.params
+  assert plain.evaluation_params(None, inputs.params) is inputs.params
 
 
 def test_select_index_takes_the_largest_value_that_does_not_diverge():
@@ -218,14 +233,10 @@ def test_select_index_takes_the_largest_value_that_does_not_diverge():
   curves[0, 2] = np.nan  # 1: non-finite
   curves[1, 3] = 2.5  # 0.1: more than twice the first loss
   curves[2:, -1] = 0.5  # 0.01 and below: fine
-  chosen, i = lr_free.select_index(curves, grid)
+  chosen, i = choose.select_from_curves(curves, grid)
   assert i == 2 and chosen.value == pytest.approx(1e-2)
   np.testing.assert_array_equal(chosen.diverged, [True, True] + [False] * 8)
-  # The benchmark's early stop uses the same test, in NumPy.
-  np.testing.assert_array_equal(
-      lr_free._diverged(curves),
-      selection.divergence(jnp.asarray(curves)).diverged)
-  chosen, i = lr_free.select_index(np.full((10, 5), np.inf), grid)
+  chosen, i = choose.select_from_curves(np.full((10, 5), np.inf), grid)
   assert chosen is None and i == 9
 
 
@@ -238,11 +249,11 @@ def _prepared(arrays, n_seeds, model="mlp", config=CONFIG):
 
 def test_best_in_hindsight_takes_the_best_mean_validation_accuracy():
   val = np.array([[0.5, 0.9], [0.8, 0.7], [0.6, 0.6], [np.nan, 1.0]])
-  assert lr_free.best_in_hindsight(val) == 1  # means 0.7, 0.75, 0.6, nan
-  assert lr_free.best_in_hindsight(val[[0, 2]]) == 0
+  assert choose.best_in_hindsight(val) == 1  # means 0.7, 0.75, 0.6, nan
+  assert choose.best_in_hindsight(val[[0, 2]]) == 0
   # Ties go to the first row (the smaller rate of an increasing grid).
-  assert lr_free.best_in_hindsight(np.array([[0.5, 0.7], [0.6, 0.6]])) == 0
-  assert lr_free.best_in_hindsight(np.full((3, 2), np.nan)) == 0
+  assert choose.best_in_hindsight(np.array([[0.5, 0.7], [0.6, 0.6]])) == 0
+  assert choose.best_in_hindsight(np.full((3, 2), np.nan)) == 0
 
 
 def test_best_constant_row_reports_the_best_validation_grid_value():
@@ -287,7 +298,7 @@ def test_knob_free_value_fn_feed_matches_the_package_default():
   state = tx.init(params)
   grads = {"w": jnp.full(3, 0.5)}
   kwargs = dict(val_grads=grads, value=jnp.float32(1.0))
-  if lr_free.KNOB_FREE_NEEDS_VALUE_FN:
+  if "value_fn" in methods.get("knob_free").needs:
     with pytest.raises(ValueError):
       tx.update(grads, state, params, **kwargs)
   else:
@@ -317,7 +328,7 @@ def test_cnn_only_rows_run_on_the_cnn(name):
 
 def test_train_flags_divergence():
   arrays = _arrays()
-  model = lr_free.get_model("mlp", CONFIG)
+  model = lr_free.get_model("mlp", CONFIG, 6, 3)
   inputs = lr_free.seed_inputs("mlp", arrays, CONFIG, jnp.int32(0), 3)
   sgd = lr_free.METHODS["sgd"]
   for lr, expected in ((1e4, True), (CONFIG.learning_rate, False)):

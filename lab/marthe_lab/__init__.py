@@ -16,10 +16,11 @@
   HD, RTHO and MARTHE; figure 2).
 * :mod:`~marthe_lab.toy_functions`: section 3 (Beale and
   Bukin; figure 1).
-* :mod:`~marthe_lab.lm`, :mod:`~marthe_lab.lm_bench`:
-  a character-level transformer language model in Flax NNX on
-  ``pydoc_data.topics`` (shipped with Python), and learning-rate methods over
-  AdamW on it (needs the ``flax`` extra).
+* :mod:`~marthe_lab.lm`: a character-level transformer language model in
+  Flax NNX on ``pydoc_data.topics`` (shipped with Python), and learning-rate
+  methods over AdamW on it (needs the ``flax`` extra).
+* :mod:`~marthe_lab.lr_free`, :mod:`~marthe_lab.cifar`: MARTHE against the
+  learning-rate-free optimizers of Optax, and section 6 on CIFAR.
 * :mod:`~marthe_lab.report`: JSON and tables.
 
 Submodules are imported on use, so ``import marthe_lab`` stays

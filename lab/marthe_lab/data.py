@@ -15,7 +15,8 @@
 
 Every loader returns a :class:`Dataset` of NumPy ``float32`` features (one
 row per example) and ``int32`` labels. :func:`read_idx` and :func:`write_idx`
-read and write the IDX format.
+read and write the IDX format; :func:`steps_per_epoch` counts the full
+minibatches of an epoch.
 """
 
 import functools
@@ -283,3 +284,31 @@ def load(name: str, path: Optional[str] = None) -> Dataset:
       raise ValueError("mnist needs the directory of its IDX files (--data).")
     return mnist_idx(path)
   raise ValueError(f"Unknown dataset {name!r}; use digits, mnist1d or mnist.")
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """The full minibatches in one pass over ``num_examples`` (rounded down).
+
+  An epoch of the CIFAR runs (the last partial batch is dropped) and the
+  accumulation size of ``reduce_on_plateau`` in the learning-rate-free
+  benchmark (its minibatches run on across epochs; on its data sets the
+  division is exact).
+
+  Args:
+    num_examples: the training examples.
+    batch_size: the minibatch size.
+
+  Returns:
+    ``num_examples // batch_size``.
+
+  Raises:
+    ValueError: if ``batch_size`` exceeds ``num_examples``.
+
+  Examples:
+    >>> steps_per_epoch(1000, 100), steps_per_epoch(3501, 100)
+    (10, 35)
+  """
+  if batch_size > num_examples:
+    raise ValueError(
+        f"batch_size {batch_size} exceeds the {num_examples} training examples.")
+  return num_examples // batch_size

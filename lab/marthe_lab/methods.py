@@ -162,7 +162,8 @@ class Method(NamedTuple):
     family: ``'schedule'`` (a plain optimizer), ``'hypergradient'`` or
       ``'lr-free'``.
     value: what ``value`` is: ``'beta'``, ``'kappa'``, ``'hyper'`` (a
-      :class:`Hyper`), ``'accumulation_size'`` or ``None`` (unused).
+      :class:`Hyper`), ``'accumulation_size'``, ``'schedule'`` (an Optax
+      schedule) or ``None`` (unused).
     learning_rate: ``learning_rate(state, t, lr) -> float32``, the learning
       rate (or effective step) of step ``t``, read from the state after it;
       ``lr`` is what was passed to :meth:`make`. NaN where not exposed.
@@ -225,6 +226,9 @@ METHODS = {m.name: m for m in (
     Method("knob_free_full",
            lambda i, lr, v: mo.marthe(i, learning_rate=lr, first_order=False),
            ("value_fn",) + _KNOB_FREE),
+    Method("knob_free_schedule",
+           lambda i, lr, v: mo.marthe(i, learning_rate=lr, schedule=v),
+           _KNOB_FREE, value="schedule"),
     Method("marthe_multi",
            lambda i, hp, v: mo.marthe_multi(i, hp, hyper_lr_step=v),
            _OBJECTIVE, value="kappa"),
@@ -263,6 +267,10 @@ adaptive ``mu`` and ``beta`` (``beta_0 = 0``), ``kappa = value``; ``eq5`` /
 ``eq5_adaptive_mu``: eq. 5 with every knob in a :class:`Hyper` (HD, RTHO and
 fixed ``mu`` are members of ``eq5``); ``knob_free*``: ``mo.marthe(inner, lr)``
 in its knob-free mode (default tangent, ``first_order=True``, ``False``);
+``knob_free_schedule``: the knob-free mode on the shape of an Optax schedule
+(``schedule = value``): step ``t`` uses ``eta_t * value(t)`` and MARTHE adapts
+the scale ``eta_t`` from ``learning_rate`` (what its ``learning_rate`` reader
+returns: the scale);
 ``marthe_multi`` / ``knob_free_multi``: ``mo.marthe_multi(inner,
 hyperparams)`` (``learning_rate`` is then the dict of initial
 hyperparameters); the ``optax.contrib`` learning-rate-free optimizers at their
