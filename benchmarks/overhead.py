@@ -144,7 +144,7 @@ def plot(rows, path) -> None:
     ratios = [next(r["ratio"] for r in rows if (r["model"], r["inner"]) == g
                    and r["method"] == method) for g in groups]
     ax.bar([i + j * width for i in range(len(groups))], ratios, width, label=method)
-  for method, target in TARGETS.items():
+  for target in TARGETS.values():
     ax.axhline(target, color="gray", lw=0.6, ls=":")
   ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
   ax.set_xticklabels([f"{m}\n{i}" for m, i in groups], fontsize=7)

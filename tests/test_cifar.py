@@ -90,7 +90,7 @@ def test_load_cifar10(cifar10_dir):
   np.testing.assert_array_equal(data.y_test, test[1])
   # Train and validation split the 20 training images, labels attached.
   all_x = _as_nhwc(np.concatenate([d for d, _ in train]))
-  all_y = np.concatenate([l for _, l in train])
+  all_y = np.concatenate([labels for _, labels in train])
   got_x = np.concatenate([data.x_train, data.x_val])
   got_y = np.concatenate([data.y_train, data.y_val])
   order = lambda x: np.lexsort(x.reshape(len(x), -1)[:, :8].T)

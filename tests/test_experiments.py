@@ -120,7 +120,7 @@ def test_mnist_idx_loader_on_tiny_files(tmp_path, gz):
   np.testing.assert_array_equal(d.y_test, test_labels)
   # Train and validation rows are distinct training-file rows with their labels.
   flat = images.reshape(30, 25).astype(np.float32) / 255.0
-  rows = {tuple(r): l for r, l in zip(flat, labels)}
+  rows = {tuple(r): label for r, label in zip(flat, labels)}
   picked = [tuple(r) for r in np.concatenate([d.x_train, d.x_val])]
   assert len(set(picked)) == 26
   assert [rows[r] for r in picked] == list(np.concatenate([d.y_train, d.y_val]))

@@ -102,23 +102,23 @@ def ref_train(params, stats, base_key, batches):
       logits, new_stats = ref_apply(p, stats, x, train=True, key=key)
       return ce(logits, y) + weight_decay(p), new_stats
 
-    (l, new_stats), g = jax.value_and_grad(loss, has_aux=True)(params)
+    (value, new_stats), g = jax.value_and_grad(loss, has_aux=True)(params)
     val_grads = jax.grad(lambda p: ce(ref_apply(p, stats, xv, train=False)[0], yv))(
         params
     )
     updates, opt_state = tx.update(
         g, opt_state, params, value_fn=lambda p: loss(p)[0], val_grads=val_grads
     )
-    return optax.apply_updates(params, updates), new_stats, opt_state, l
+    return optax.apply_updates(params, updates), new_stats, opt_state, value
 
   records = []
   for t, batch in enumerate(batches):
-    params, stats, opt_state, l = step(params, stats, opt_state, t, batch)
+    params, stats, opt_state, value = step(params, stats, opt_state, t, batch)
     records.append(
         dict(
             params=params,
             stats=stats,
-            loss=l,
+            loss=value,
             lr=optax.tree.get(opt_state, "learning_rate"),
             h=optax.tree.get(opt_state, "hypergradient"),
         )
