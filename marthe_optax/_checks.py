@@ -24,7 +24,16 @@ def concrete(x: Any) -> Optional[np.ndarray]:
 
 
 def check_scalar(name: str, value: Any, low: float, high: float, hint: str) -> None:
-  """A finite scalar in ``[low, high]`` (not checked when traced)."""
+  """A finite scalar in ``[low, high]`` (not checked when traced).
+
+  Examples:
+    >>> from marthe_optax import _checks
+    >>> _checks.check_scalar("mu", 0.5, 0.0, 1.0, "Pass mu in [0, 1].")
+    >>> _checks.check_scalar("mu", 1.5, 0.0, 1.0, "Pass mu in [0, 1].")
+    Traceback (most recent call last):
+    ...
+    ValueError: mu must be a finite scalar in [0.0, 1.0], got 1.5. Pass mu in [0, 1].
+  """
   v = concrete(value)
   if v is None:
     return

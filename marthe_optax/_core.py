@@ -151,6 +151,23 @@ def transformation(
     An ``optax.GradientTransformationExtraArgs`` whose update takes the
     ``value_fn``, ``val_grads`` and ``value`` keyword arguments and forwards
     any other to the inner update.
+
+  Examples:
+    The knob-free ``mo.marthe(optax.sgd, 0.1)``, built from the core:
+
+    >>> import jax.numpy as jnp, optax
+    >>> import marthe_optax as mo
+    >>> from marthe_optax import _core, _state, _step
+    >>> tx = _core.transformation(
+    ...     lambda theta, count: optax.sgd(theta[0]), [0.1], [0.0],
+    ...     _step.make_config(None, None, None, None, 1), _state.SINGLE)
+    >>> params, grads = jnp.ones(2), jnp.full(2, 0.5)
+    >>> _, state = tx.update(grads, tx.init(params), params, value=1.0)
+    >>> reference = mo.marthe(optax.sgd, 0.1)
+    >>> _, expected = reference.update(
+    ...     grads, reference.init(params), params, value=1.0)
+    >>> bool(state.learning_rate == expected.learning_rate), state.count
+    (True, Array(1, dtype=int32))
   """
   k = len(values)
 

@@ -45,8 +45,6 @@ from marthe_optax import _checks
 from marthe_optax import _core
 from marthe_optax import _state
 from marthe_optax import _step
-# marthe_optax.sharding imports Sealed from here.
-from marthe_optax._state import Sealed  # pylint: disable=unused-import
 
 InnerFactory = Callable[[jax.Array], optax.GradientTransformation]
 ScalarLike = Union[float, jax.Array]

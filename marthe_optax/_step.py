@@ -116,7 +116,19 @@ def make_config(
     high: Any = np.inf,
     cut: Any = True,
 ) -> Callable[[jnp.dtype], Config]:
-  """Validates the knobs; returns ``dtype -> Config`` for ``K = k``."""
+  """Validates the knobs; returns ``dtype -> Config`` for ``K = k``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from marthe_optax import _step
+    >>> config = _step.make_config(None, None, None, None, 2)(jnp.float32)
+    >>> config.scale_free, config.horizon, config.first_order
+    (True, 'smoothed', True)
+    >>> config.step_size
+    Array([0.03, 0.03], dtype=float32)
+    >>> _step.make_config(0.0, 0.0, None, None, 1)(jnp.float32).hessian_free
+    True
+  """
   scale_free, horizon, fixed, first_order, step_size = _mode(
       hyper_lr_step, mu, first_order, step_size
   )

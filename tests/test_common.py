@@ -24,7 +24,8 @@ from tests import _problems as P
 
 FACTORIES = {
     "marthe": lambda inner, lr: mo.marthe(inner, lr, hyper_lr_step=1e-2),
-    "marthe_fixed_mu": lambda inner, lr: mo.marthe(inner, lr, hyper_lr_step=0.0, hyper_lr=1e-3, mu=0.9),
+    "marthe_fixed_mu": lambda inner, lr: mo.marthe(
+        inner, lr, hyper_lr_step=0.0, hyper_lr=1e-3, mu=0.9),
     "hd": lambda inner, lr: mo.hd(inner, lr, hyper_lr=1e-3),
     "rtho": lambda inner, lr: mo.rtho(inner, lr, hyper_lr=1e-4),
     "knob_free": lambda inner, lr: mo.marthe(inner, lr),
@@ -54,7 +55,8 @@ def test_jit_equals_no_jit_and_state_is_readable(factory, inner):
   assert float(s_jit.learning_rate) != P.LEARNING_RATES[inner] or factory == "marthe"
 
 
-@pytest.mark.parametrize("factory,inner", [(f, "momentum") for f in FACTORIES] + [("marthe", "adam")])
+@pytest.mark.parametrize(
+    "factory,inner", [(f, "momentum") for f in FACTORIES] + [("marthe", "adam")])
 def test_vmap_over_seeds_equals_loop(factory, inner):
   tx = _tx(factory, inner)
   problems = [P.make_problem(seed=s, steps=4) for s in range(3)]
@@ -141,7 +143,8 @@ def test_state_is_plain_arrays_and_checkpoints():
   loaded = np.load(buffer)
   # Restore into the structure of a fresh init, as a checkpointer would.
   template = jax.tree.structure(tx.init(problem.params))
-  restored = jax.tree.unflatten(template, [jnp.asarray(loaded[f"arr_{i}"]) for i in range(len(leaves))])
+  restored = jax.tree.unflatten(
+      template, [jnp.asarray(loaded[f"arr_{i}"]) for i in range(len(leaves))])
   a, b = (params, state), (params, restored)
   for t in range(3, 6):
     a, b = step(*a, t), step(*b, t)
