@@ -59,6 +59,17 @@ def test_missing_params_raises():
     tx.update(grads, state)
 
 
+def test_state_of_another_horizon_raises():
+  """HD keeps no tangent beyond b: its state and a full-tangent update (or the
+  reverse) do not fit, and the error says so instead of failing inside."""
+  hd = mo.hd(optax.sgd, 0.1, hyper_lr=1e-3)
+  full = mo.marthe(optax.sgd, 0.1, hyper_lr_step=0.0, mu=0.5, first_order=True)
+  _, params, grads, _ = _setup(hd)
+  for tx, other in ((hd, full), (full, hd)):
+    with pytest.raises(ValueError, match="tangent beyond b"):
+      tx.update(grads, other.init(params), params)
+
+
 def test_mismatched_trees_raise():
   tx = mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3)
   problem, params, grads, state = _setup(tx)

@@ -145,14 +145,18 @@ def test_projections_and_invariants_under_aggressive_steps():
     "make,match",
     [
         (lambda: mo.marthe_multi(optax.sgd, {}, hyper_lr_step=0.0), "non-empty mapping"),
-        (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": 0.1, "momentum": 1.5}, hyper_lr_step=0.0),
+        (lambda: mo.marthe_multi(
+            optax.sgd, {"learning_rate": 0.1, "momentum": 1.5}, hyper_lr_step=0.0),
          "momentum must be a finite scalar in"),
-        (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": -0.1}, hyper_lr_step=0.0), "learning_rate"),
+        (lambda: mo.marthe_multi(
+            optax.sgd, {"learning_rate": -0.1}, hyper_lr_step=0.0), "learning_rate"),
         (lambda: mo.marthe_multi(
             optax.sgd, {"learning_rate": 0.1, "momentum": 0.5},
             hyper_lr_step={"learning_rate": 1.0}), "no entry for the hyperparameter 'momentum'"),
-        (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": 0.1}, hyper_lr_step=-1.0), "hyper_lr_step"),
-        (lambda: mo.marthe_multi(optax.sgd(0.1), {"learning_rate": 0.1}, hyper_lr_step=0.0), "factory"),
+        (lambda: mo.marthe_multi(
+            optax.sgd, {"learning_rate": 0.1}, hyper_lr_step=-1.0), "hyper_lr_step"),
+        (lambda: mo.marthe_multi(
+            optax.sgd(0.1), {"learning_rate": 0.1}, hyper_lr_step=0.0), "factory"),
     ],
 )
 def test_bad_arguments_raise(make, match):
