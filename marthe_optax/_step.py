@@ -303,15 +303,8 @@ def step(
   else:
     keep = ~finite
   new = jax.tree.map(lambda n_, o: jnp.where(keep, o, n_), new, kept)
-  if not config.hessian_free:
-    tangent = jax.tree.map(
-        lambda z: jnp.where(
-            keep.reshape(keep.shape + (1,) * (z.ndim - 1)), jnp.zeros_like(z),
-            z,
-        ),
-        tangent,
-    )
-  # The inner step at theta_t and the tangent system.
+  # The inner step at theta_t and the tangent system; the tangents of the
+  # hyperparameters kept back restart from zero.
   inner_step = _tangent.step_and_tangent(
       inner_update,
       new.value,
@@ -322,6 +315,7 @@ def step(
       None if config.hessian_free else new.mu,
       value_fn,
       first_order=config.first_order,
+      reset=keep,
   )
   return new, monitor, finite, cut, inner_step
 

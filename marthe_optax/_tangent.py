@@ -261,6 +261,7 @@ def step_and_tangent(
     mu: Optional[jax.Array],
     value_fn: Optional[Callable[[optax.Params], jax.Array]],
     first_order: bool = False,
+    reset: Optional[jax.Array] = None,
 ) -> StepAndTangent:
   """One inner step with one tangent per hyperparameter (eq. 9).
 
@@ -293,6 +294,9 @@ def step_and_tangent(
     first_order: drop the Hessian-vector product (``H_t = 0``): the training
       gradient is held fixed and only the inner state and the params are
       differentiated through.
+    reset: optional booleans ``[K]``: the tangents ``Z^k_t`` to restart from
+      zero (a guard fired for ``theta_k``); the tangents of leaves that are
+      not live are zero already and pass through untouched.
 
   Returns:
     A :class:`StepAndTangent` with ``u_t``, ``s_{t+1}``, ``Z_{t+1}`` and
@@ -314,7 +318,7 @@ def step_and_tangent(
   def live_part(ds):
     ds = jax.tree.leaves(ds)
     return _repair(
-        [_from_jvp(ds[i], new_leaves[i]) for i in idx],
+        [_from_jvp(ds[i], s_leaves[i]) for i in idx],
         [new_leaves[i] for i in idx],
     )
 
@@ -366,14 +370,30 @@ def step_and_tangent(
       return (z_w, z_s), n_u | n_s
 
     stored = jax.tree.leaves(tangent.inner_state)
+
+    def discount(z):
+      # mu_k Z^k_t, and 0 for a restarted tangent (where, not a product:
+      # a restarted tangent may hold infinities).
+      z = scale_each(mu, z)
+      if reset is None:
+        return z
+      return jax.tree.map(
+          lambda x: jnp.where(
+              reset.reshape(reset.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x
+          ) if _is_float(x) else x,
+          z,
+      )
+
     (z_params, z_live), counts = map_hyperparams(
         z_k,
         b,
         b_state,
-        scale_each(mu, tangent.params),
-        [scale_each(mu, stored[i]) for i in idx],
+        discount(tangent.params),
+        [discount(stored[i]) for i in idx],
     )
-    z_state = [jnp.zeros_like(x) for x in stored]
+    # The leaves that are not live keep their zeros: passed through, so that
+    # XLA neither reads nor writes them.
+    z_state = list(stored)
     for i, z in zip(idx, z_live):
       z_state[i] = z
     new_tangent = Tangent(z_params, jax.tree.unflatten(s_def, z_state))
