@@ -39,8 +39,9 @@ def quick_start(readme: str) -> str:
   with open(readme, encoding="utf-8") as f:
     text = f.read()
   match = re.search(
-      r"^<!-- runnable -->[ \t]*\n```python[ \t]*\n(.*?)^```", text,
-      re.MULTILINE | re.DOTALL,
+    r"^<!-- runnable -->[ \t]*\n```python[ \t]*\n(.*?)^```",
+    text,
+    re.MULTILINE | re.DOTALL,
   )
   if match is None:
     raise SystemExit(f"{readme} has no block marked runnable")
@@ -63,7 +64,9 @@ def nnx_step() -> None:
 
   model = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(
-      model, mo.marthe(optax.sgd, learning_rate=0.1), wrt=nnx.Param,
+    model,
+    mo.marthe(optax.sgd, learning_rate=0.1),
+    wrt=nnx.Param,
   )
   x = jax.random.normal(jax.random.key(1), (8, 4))
   y = jnp.arange(8) % 2
@@ -74,7 +77,7 @@ def nnx_step() -> None:
   @nnx.jit
   def step(model, optimizer, x, y):
     return mof.nnx_train_step(
-        optimizer, model, loss, (x, y), objective_fn=loss, objective_args=(x, y)
+      optimizer, model, loss, (x, y), objective_fn=loss, objective_args=(x, y)
     ).loss
 
   before = np.asarray(model.kernel[...])

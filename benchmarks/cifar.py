@@ -53,33 +53,53 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--batch-size", type=int)
   p.add_argument("--width", type=float, help="channel multiplier of the model")
   p.add_argument("--kappa", type=float, help="MARTHE's hyper_lr_step (kappa)")
-  p.add_argument("--select-kappa", action="store_true",
-                 help="choose kappa with marthe_optax.selection (the paper preset's default)")
+  p.add_argument(
+    "--select-kappa",
+    action="store_true",
+    help="choose kappa with marthe_optax.selection (the paper preset's default)",
+  )
   p.add_argument("--dataset", choices=("cifar10", "cifar100", "synthetic"))
   p.add_argument("--data-dir", help="folder with cifar-10-batches-py/ or cifar-100-python/")
   p.add_argument("--max-steps-per-epoch", type=int)
-  p.add_argument("--time-steps", type=int, default=0,
-                 help="only time N warm steps of staircase vs marthe (and hd, rtho)")
+  p.add_argument(
+    "--time-steps",
+    type=int,
+    default=0,
+    help="only time N warm steps of staircase vs marthe (and hd, rtho)",
+  )
   p.add_argument("--out", default="results/cifar")
   p.add_argument("--no-progress", action="store_true")
-  p.add_argument("--resume", action="store_true",
-                 help="continue from the checkpoints under --out/checkpoints")
-  p.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
-                 help="epochs between checkpoints (default 1)")
-  p.add_argument("--no-checkpoints", action="store_true",
-                 help="do not write checkpoints")
-  p.add_argument("--stop-after-epochs", type=int, metavar="N",
-                 help="stop after N epochs in this invocation; continue with --resume")
+  p.add_argument(
+    "--resume", action="store_true", help="continue from the checkpoints under --out/checkpoints"
+  )
+  p.add_argument(
+    "--checkpoint-every",
+    type=int,
+    default=1,
+    metavar="EPOCHS",
+    help="epochs between checkpoints (default 1)",
+  )
+  p.add_argument("--no-checkpoints", action="store_true", help="do not write checkpoints")
+  p.add_argument(
+    "--stop-after-epochs",
+    type=int,
+    metavar="N",
+    help="stop after N epochs in this invocation; continue with --resume",
+  )
   return p.parse_args(argv)
 
 
 def config(args) -> cifar.Config:
   overrides = {}
   for field, value in (
-      ("epochs", args.epochs), ("batch_size", args.batch_size),
-      ("width", args.width), ("kappa", args.kappa), ("dataset", args.dataset),
-      ("data_dir", args.data_dir), ("seeds", args.seeds),
-      ("max_steps_per_epoch", args.max_steps_per_epoch),
+    ("epochs", args.epochs),
+    ("batch_size", args.batch_size),
+    ("width", args.width),
+    ("kappa", args.kappa),
+    ("dataset", args.dataset),
+    ("data_dir", args.data_dir),
+    ("seeds", args.seeds),
+    ("max_steps_per_epoch", args.max_steps_per_epoch),
   ):
     if value is not None:
       overrides[field] = value
@@ -106,9 +126,11 @@ def main(argv=None) -> dict:
     methods = ("staircase",) + tuple(m for m in ("hd", "rtho", "marthe") if m in cfg.methods)
     timing = cifar.time_steps(cfg, methods, steps=args.time_steps)
     for m in methods:
-      print(f"{m:10s} {1e3 * timing['median_s'][m]:9.1f} ms/step  "
-            f"x{timing['ratio_to'][m]:.2f} of staircase  "
-            f"(compile+warmup {timing['compile_s'][m]:.1f}s)")
+      print(
+        f"{m:10s} {1e3 * timing['median_s'][m]:9.1f} ms/step  "
+        f"x{timing['ratio_to'][m]:.2f} of staircase  "
+        f"(compile+warmup {timing['compile_s'][m]:.1f}s)"
+      )
     path = os.path.join(args.out, "cifar_step_time.json")
     with open(path, "w") as f:
       json.dump(dict(timing, config=dataclasses.asdict(cfg)), f, indent=1)
@@ -118,10 +140,12 @@ def main(argv=None) -> dict:
     raise SystemExit("--resume and --stop-after-epochs need checkpoints")
   try:
     results = cifar.run(
-        cfg, progress=not args.no_progress,
-        checkpoint_dir=None if args.no_checkpoints else os.path.join(args.out, "checkpoints"),
-        resume=args.resume, checkpoint_every=args.checkpoint_every,
-        stop_after_epochs=args.stop_after_epochs,
+      cfg,
+      progress=not args.no_progress,
+      checkpoint_dir=None if args.no_checkpoints else os.path.join(args.out, "checkpoints"),
+      resume=args.resume,
+      checkpoint_every=args.checkpoint_every,
+      stop_after_epochs=args.stop_after_epochs,
     )
   except cifar.Stopped as stopped:
     print(stopped)

@@ -58,15 +58,19 @@ FIRST_ORDER = (True, False)
 REFERENCES = ("prodigy", "sgd_best")
 
 PRESETS = {
-    # The lr_free fast sizes (MLP 3x64, T = 512, batch 100), 5 seeds.
-    "fast": dict(section5="fast", tasks=tuple(lr_free.TASKS), seeds=5,
-                 sweep=True),
-    # Section 5's MLP 3x500 on the MLP tasks: the default only.
-    "paper": dict(section5="paper", tasks=("digits-mlp", "mnist1d-mlp"),
-                  seeds=5, sweep=False),
-    # A smoke test (numbers meaningless): T = 24, MLP 3x16, a reduced sweep.
-    "tiny": dict(section5="tiny", tasks=("digits-mlp",), seeds=2, sweep=True,
-                 step_sizes=(0.01, 0.1), mus=("smoothed", 1.0)),
+  # The lr_free fast sizes (MLP 3x64, T = 512, batch 100), 5 seeds.
+  "fast": dict(section5="fast", tasks=tuple(lr_free.TASKS), seeds=5, sweep=True),
+  # Section 5's MLP 3x500 on the MLP tasks: the default only.
+  "paper": dict(section5="paper", tasks=("digits-mlp", "mnist1d-mlp"), seeds=5, sweep=False),
+  # A smoke test (numbers meaningless): T = 24, MLP 3x16, a reduced sweep.
+  "tiny": dict(
+    section5="tiny",
+    tasks=("digits-mlp",),
+    seeds=2,
+    sweep=True,
+    step_sizes=(0.01, 0.1),
+    mus=("smoothed", 1.0),
+  ),
 }
 
 
@@ -75,54 +79,79 @@ def sweep_method(mu, first_order: bool, step_sizes) -> lr_free.Method:
   traced grid value (every value of ``step_sizes`` runs, for every seed)."""
   name = f"kf_mu={mu}_fo={first_order}"
   registry = methods.Method(
-      name,
-      lambda inner, lr, h: mo.marthe(inner, learning_rate=lr, step_size=h,
-                                     mu=mu, first_order=first_order),
-      ("val_grads", "value") + (() if first_order else ("value_fn",)),
-      value="step_size")
+    name,
+    lambda inner, lr, h: mo.marthe(
+      inner, learning_rate=lr, step_size=h, mu=mu, first_order=first_order
+    ),
+    ("val_grads", "value") + (() if first_order else ("value_fn",)),
+    value="step_size",
+  )
   return lr_free.Method(
-      name, f"knob-free mu={mu} first_order={first_order}", "hypergradient",
-      registry, ("learning_rate",), selects="step_size",
-      grid=tuple(step_sizes))
+    name,
+    f"knob-free mu={mu} first_order={first_order}",
+    "hypergradient",
+    registry,
+    ("learning_rate",),
+    selects="step_size",
+    grid=tuple(step_sizes),
+  )
 
 
 def _stats(run: lr_free.Run, run_ratio: float) -> dict:
   """Per-seed results and their summary, JSON-ready."""
   pct = lambda a: np.asarray(a, np.float64)
-  counts = lambda a: (None if not np.all(np.isfinite(a))
-                      else [int(v) for v in np.asarray(a)])
+  counts = lambda a: None if not np.all(np.isfinite(a)) else [int(v) for v in np.asarray(a)]
   final_lr = np.asarray(run.learning_rate, np.float64)[:, -1]
   return dict(
-      val_accuracy=pct(run.val_accuracy), test_accuracy=pct(run.test_accuracy),
-      val_mean=float(np.mean(run.val_accuracy)),
-      test_mean=float(np.mean(run.test_accuracy)),
-      diverged=int(np.sum(run.diverged)),
-      nonfinite_loss=int(np.sum(~np.all(np.isfinite(run.train_loss), -1))),
-      safeguard_count=counts(run.safeguard_count),
-      nonfinite_count=counts(run.nonfinite_count),
-      repaired_count=counts(run.repaired_count),
-      final_lr=final_lr,
-      lr_mean=np.nanmean(np.asarray(run.learning_rate, np.float64), axis=0),
-      run_ratio=run_ratio,
+    val_accuracy=pct(run.val_accuracy),
+    test_accuracy=pct(run.test_accuracy),
+    val_mean=float(np.mean(run.val_accuracy)),
+    test_mean=float(np.mean(run.test_accuracy)),
+    diverged=int(np.sum(run.diverged)),
+    nonfinite_loss=int(np.sum(~np.all(np.isfinite(run.train_loss), -1))),
+    safeguard_count=counts(run.safeguard_count),
+    nonfinite_count=counts(run.nonfinite_count),
+    repaired_count=counts(run.repaired_count),
+    final_lr=final_lr,
+    lr_mean=np.nanmean(np.asarray(run.learning_rate, np.float64), axis=0),
+    run_ratio=run_ratio,
   )
 
 
 def _row(task, label, step, mu, first_order, s) -> list:
   total = lambda c: "-" if c is None else str(sum(c))
   lr = np.asarray(s["final_lr"], np.float64)
-  lr_text = (f"{np.nanmean(lr):.2e}" if np.isfinite(lr).any() else "-")
+  lr_text = f"{np.nanmean(lr):.2e}" if np.isfinite(lr).any() else "-"
   return [
-      task, label, step, mu, first_order,
-      report.mean_std(s["val_accuracy"]), report.mean_std(s["test_accuracy"]),
-      f"{s['diverged']}/{len(s['val_accuracy'])}",
-      total(s["safeguard_count"]), total(s["nonfinite_count"]), lr_text,
-      f"{s['run_ratio']:.2f}",
+    task,
+    label,
+    step,
+    mu,
+    first_order,
+    report.mean_std(s["val_accuracy"]),
+    report.mean_std(s["test_accuracy"]),
+    f"{s['diverged']}/{len(s['val_accuracy'])}",
+    total(s["safeguard_count"]),
+    total(s["nonfinite_count"]),
+    lr_text,
+    f"{s['run_ratio']:.2f}",
   ]
 
 
-HEADER = ("task", "method", "step_size", "mu", "first_order", "val acc %",
-          "test acc %", "diverged", "safeguards", "nonfinite", "final lr",
-          "run x SGD")
+HEADER = (
+  "task",
+  "method",
+  "step_size",
+  "mu",
+  "first_order",
+  "val acc %",
+  "test acc %",
+  "diverged",
+  "safeguards",
+  "nonfinite",
+  "final lr",
+  "run x SGD",
+)
 
 
 def run_task(task_name, config, seeds, chunk, sweep, step_sizes, mus, bar):
@@ -133,8 +162,7 @@ def run_task(task_name, config, seeds, chunk, sweep, step_sizes, mus, bar):
   names = REFERENCES + (() if sweep else ("marthe_kf",))
   for name in ("sgd",) + names:
     bar.set_postfix_str(f"{task_name}/{name}")
-    runner = sgd if name == "sgd" else lr_free.Runner(name, prepared, config,
-                                                      chunk)
+    runner = sgd if name == "sgd" else lr_free.Runner(name, prepared, config, chunk)
     result = lr_free.run_method(runner, None if name == "sgd" else sgd)
     t = result.timing
     s = _stats(result.run, (t.run_s / t.runs_per_seed) / t.reference_s)
@@ -151,15 +179,13 @@ def run_task(task_name, config, seeds, chunk, sweep, step_sizes, mus, bar):
   for mu in mus:
     for first_order in FIRST_ORDER:
       bar.set_postfix_str(f"{task_name}/mu={mu}/first_order={first_order}")
-      runner = lr_free.Runner(sweep_method(mu, first_order, step_sizes),
-                              prepared, config, chunk)
+      runner = lr_free.Runner(sweep_method(mu, first_order, step_sizes), prepared, config, chunk)
       ref_s = sgd.timed()[1]
       runs, seconds = runner.timed()  # [len(step_sizes), S, ...]
       for i, step in enumerate(step_sizes):
         run = jax.tree.map(lambda a, i=i: a[i], runs)
         s = _stats(run, (seconds / len(step_sizes)) / ref_s)
-        s.update(step_size=step, mu=mu, first_order=first_order,
-                 compile_s=runner.compile_s)
+        s.update(step_size=step, mu=mu, first_order=first_order, compile_s=runner.compile_s)
         out["configs"].append(s)
       bar.update()
   return out
@@ -169,14 +195,13 @@ def table_rows(tasks: dict) -> list:
   rows = []
   for task, t in tasks.items():
     for name, s in t["references"].items():
-      step = (f"lr={report.format_value(s['selected'])}" if "selected" in s
-              else "-")
+      step = f"lr={report.format_value(s['selected'])}" if "selected" in s else "-"
       default = "default" if name == "marthe_kf" else "-"
-      rows.append(_row(task, s["label"], default if step == "-" else step,
-                       default, default, s))
+      rows.append(_row(task, s["label"], default if step == "-" else step, default, default, s))
     for s in t["configs"]:
-      rows.append(_row(task, "MARTHE knob-free (SGD)", s["step_size"],
-                       s["mu"], s["first_order"], s))
+      rows.append(
+        _row(task, "MARTHE knob-free (SGD)", s["step_size"], s["mu"], s["first_order"], s)
+      )
   return rows
 
 
@@ -190,8 +215,7 @@ def ranking(tasks: dict) -> list:
   keys = {}
   for task, t in tasks.items():
     for s in t["configs"]:
-      keys.setdefault((s["step_size"], str(s["mu"]), s["first_order"]),
-                      []).append((task, s))
+      keys.setdefault((s["step_size"], str(s["mu"]), s["first_order"]), []).append((task, s))
   rows = []
   for (step, mu, fo), items in keys.items():
     if len(items) != len(tasks):
@@ -205,15 +229,32 @@ def ranking(tasks: dict) -> list:
       refs = tasks[task]["references"]
       best = max(refs[r]["test_mean"] for r in REFERENCES)
       gaps.append(f"{100 * (s['test_mean'] - best):+.1f}")
-    rows.append([step, mu, fo, f"{100 * val:.1f}", f"{100 * test:.1f}",
-                 str(div), str(guards), " / ".join(gaps)])
+    rows.append(
+      [
+        step,
+        mu,
+        fo,
+        f"{100 * val:.1f}",
+        f"{100 * test:.1f}",
+        str(div),
+        str(guards),
+        " / ".join(gaps),
+      ]
+    )
   rows.sort(key=lambda r: -float(r[3]))
   return rows
 
 
-RANK_HEADER = ("step_size", "mu", "first_order", "val acc % (mean of tasks)",
-               "test acc % (mean of tasks)", "diverged seeds", "safeguards",
-               "test - max(Prodigy, best const) per task")
+RANK_HEADER = (
+  "step_size",
+  "mu",
+  "first_order",
+  "val acc % (mean of tasks)",
+  "test acc % (mean of tasks)",
+  "diverged seeds",
+  "safeguards",
+  "test - max(Prodigy, best const) per task",
+)
 
 
 def plot(tasks: dict, path: str) -> None:
@@ -221,23 +262,28 @@ def plot(tasks: dict, path: str) -> None:
   per (mu, first_order); the references (and, without the sweep, the
   default) as dashed levels."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   names = list(tasks)
-  fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.4),
-                           squeeze=False)
+  fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.4), squeeze=False)
   cmap = plt.get_cmap("tab10")
   for ax, name in zip(axes[0], names):
     t = tasks[name]
     if not t["configs"]:  # no sweep: the references and the default, as bars
       refs = list(t["references"].values())
       acc = [100 * np.asarray(s["test_accuracy"], np.float64) for s in refs]
-      ax.bar(range(len(refs)), [a.mean() for a in acc],
-             yerr=[a.std() for a in acc], capsize=3,
-             color=[plt.get_cmap("Set1")(j % 9) for j in range(len(refs))])
-      ax.set_xticks(range(len(refs)), [s["label"] for s in refs],
-                    rotation=20, ha="right", fontsize=8)
+      ax.bar(
+        range(len(refs)),
+        [a.mean() for a in acc],
+        yerr=[a.std() for a in acc],
+        capsize=3,
+        color=[plt.get_cmap("Set1")(j % 9) for j in range(len(refs))],
+      )
+      ax.set_xticks(
+        range(len(refs)), [s["label"] for s in refs], rotation=20, ha="right", fontsize=8
+      )
       low = min(a.mean() - a.std() for a in acc)
       ax.set_ylim(max(0.0, low - 5), 100)
       ax.set_ylabel("test accuracy % (mean ± std over seeds)")
@@ -252,22 +298,33 @@ def plot(tasks: dict, path: str) -> None:
       x = [s["step_size"] for s in ss]
       y = [100 * np.mean(s["test_accuracy"]) for s in ss]
       e = [100 * np.std(s["test_accuracy"]) for s in ss]
-      ax.errorbar(x, y, yerr=e, marker="o" if fo else "s", capsize=3,
-                  color=cmap(colors.index(mu) % 10), ls="-" if fo else ":",
-                  label=f"mu={mu}, {'first-order' if fo else 'full'}")
+      ax.errorbar(
+        x,
+        y,
+        yerr=e,
+        marker="o" if fo else "s",
+        capsize=3,
+        color=cmap(colors.index(mu) % 10),
+        ls="-" if fo else ":",
+        label=f"mu={mu}, {'first-order' if fo else 'full'}",
+      )
     refs = list(t["references"].values())
     for j, s in enumerate(refs):
-      ax.axhline(100 * s["test_mean"], color=plt.get_cmap("Set1")(j % 9),
-                 alpha=0.7, ls="--", lw=1.2,
-                 label=f"{s['label']} ({100 * s['test_mean']:.1f})")
+      ax.axhline(
+        100 * s["test_mean"],
+        color=plt.get_cmap("Set1")(j % 9),
+        alpha=0.7,
+        ls="--",
+        lw=1.2,
+        label=f"{s['label']} ({100 * s['test_mean']:.1f})",
+      )
     ax.set_xscale("log")
     ax.set_xlabel("step_size (log-units of the learning rate per step)")
     ax.set_ylabel("test accuracy % (mean ± std over seeds)")
     ax.set_title(name, fontsize=10)
     ax.grid(alpha=0.3, which="both")
   if any(tasks[n]["configs"] for n in names):
-    axes[0][-1].legend(fontsize=7, loc="center left",
-                       bbox_to_anchor=(1.02, 0.5))
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -283,25 +340,32 @@ def run(preset: str, out: str, tasks=None, seeds=None, progress=True) -> dict:
   step_sizes = cfg.get("step_sizes", STEP_SIZES)
   mus = cfg.get("mus", MUS)
   units = 1 + len(REFERENCES) + (len(mus) * len(FIRST_ORDER) if sweep else 1)
-  bar = tqdm(total=units * len(tasks), desc="knob_free_study",
-             disable=not progress)
+  bar = tqdm(total=units * len(tasks), desc="knob_free_study", disable=not progress)
   start = time.perf_counter()
   tasks_out = {}
   for task in tasks:
-    tasks_out[task] = run_task(task, config, list(range(n_seeds)),
-                               section5.chunk, sweep, step_sizes, mus, bar)
+    tasks_out[task] = run_task(
+      task, config, list(range(n_seeds)), section5.chunk, sweep, step_sizes, mus, bar
+    )
   bar.close()
   elapsed = time.perf_counter() - start
   result = dict(
-      preset=preset,
-      config=dict(config._asdict(), seeds=n_seeds, chunk=section5.chunk,
-                  step_sizes=step_sizes if sweep else None,
-                  mus=[str(m) for m in mus] if sweep else None,
-                  first_order=FIRST_ORDER if sweep else None,
-                  best_constant_grid=lr_free.BEST_CONSTANT_GRID),
-      wall_s=elapsed, backend=jax.default_backend(),
-      machine=platform.machine(), cpu_count=os.cpu_count(),
-      jax_version=jax.__version__, tasks=tasks_out,
+    preset=preset,
+    config=dict(
+      config._asdict(),
+      seeds=n_seeds,
+      chunk=section5.chunk,
+      step_sizes=step_sizes if sweep else None,
+      mus=[str(m) for m in mus] if sweep else None,
+      first_order=FIRST_ORDER if sweep else None,
+      best_constant_grid=lr_free.BEST_CONSTANT_GRID,
+    ),
+    wall_s=elapsed,
+    backend=jax.default_backend(),
+    machine=platform.machine(),
+    cpu_count=os.cpu_count(),
+    jax_version=jax.__version__,
+    tasks=tasks_out,
   )
   os.makedirs(out, exist_ok=True)
   report.write_json(os.path.join(out, "knob_free_study.json"), result)
@@ -312,11 +376,13 @@ def run(preset: str, out: str, tasks=None, seeds=None, progress=True) -> dict:
   with open(os.path.join(out, "knob_free_study.md"), "w") as f:
     f.write(text + "\n")
   print(text)
-  print(f"\n{n_seeds} seeds, T = {config.steps}, MLP {config.hidden}, wall "
-        f"time {elapsed:.0f} s. 'run x SGD': one training run's execution "
-        "over one constant-SGD run's, measured next to it (the best constant: "
-        "per grid value). 'safeguards' / 'nonfinite': events summed over "
-        "seeds.")
+  print(
+    f"\n{n_seeds} seeds, T = {config.steps}, MLP {config.hidden}, wall "
+    f"time {elapsed:.0f} s. 'run x SGD': one training run's execution "
+    "over one constant-SGD run's, measured next to it (the best constant: "
+    "per grid value). 'safeguards' / 'nonfinite': events summed over "
+    "seeds."
+  )
   plot(tasks_out, os.path.join(out, "knob_free_study.png"))
   return result
 
@@ -326,13 +392,13 @@ def main(argv=None):
   parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
   parser.add_argument("--tasks", nargs="+", choices=list(lr_free.TASKS))
   parser.add_argument("--seeds", type=int, help="override the preset's seeds")
-  parser.add_argument("--out", default=None,
-                      help="output folder (default results/knob_free/<preset>)")
+  parser.add_argument(
+    "--out", default=None, help="output folder (default results/knob_free/<preset>)"
+  )
   parser.add_argument("--no-progress", action="store_true")
   args = parser.parse_args(argv)
   out = args.out or os.path.join("results", "knob_free", args.preset)
-  return run(args.preset, out, args.tasks, args.seeds,
-             progress=not args.no_progress)
+  return run(args.preset, out, args.tasks, args.seeds, progress=not args.no_progress)
 
 
 if __name__ == "__main__":

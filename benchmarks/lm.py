@@ -48,9 +48,15 @@ def run(preset: str, out: str, methods=None, seeds=None, progress: bool = True) 
   bar.close()
   elapsed = time.perf_counter() - start
   result = dict(
-      preset=preset, config=config._asdict(), wall_s=elapsed,
-      backend=jax.default_backend(), machine=platform.machine(),
-      cpu_count=os.cpu_count(), jax_version=jax.__version__, **bench)
+    preset=preset,
+    config=config._asdict(),
+    wall_s=elapsed,
+    backend=jax.default_backend(),
+    machine=platform.machine(),
+    cpu_count=os.cpu_count(),
+    jax_version=jax.__version__,
+    **bench,
+  )
   os.makedirs(out, exist_ok=True)
   report.write_json(os.path.join(out, "lm.json"), result)
   table = report.format_table(lm.TABLE_HEADER, lm.table_rows(bench["methods"]))
@@ -58,11 +64,13 @@ def run(preset: str, out: str, methods=None, seeds=None, progress: bool = True) 
     f.write(table + "\n")
   print(table)
   c = config
-  print(f"\n{c.seeds} seeds, T = {c.steps}, {c.layers} layers of width {c.width}, context "
-        f"{c.context}, batch {c.batch}, {bench['n_params']:,} params; wall time "
-        f"{elapsed:.0f} s. 'time x AdamW': everything the method cost (compilation, "
-        "selection or grid runs, the run) over the same for constant AdamW; 'run x "
-        "AdamW': one run over one constant-AdamW run measured just before it.")
+  print(
+    f"\n{c.seeds} seeds, T = {c.steps}, {c.layers} layers of width {c.width}, context "
+    f"{c.context}, batch {c.batch}, {bench['n_params']:,} params; wall time "
+    f"{elapsed:.0f} s. 'time x AdamW': everything the method cost (compilation, "
+    "selection or grid runs, the run) over the same for constant AdamW; 'run x "
+    "AdamW': one run over one constant-AdamW run measured just before it."
+  )
   lm.plot(bench, os.path.join(out, "lm.png"), os.path.join(out, "lm_lr.png"))
   return result
 
@@ -71,8 +79,12 @@ def main(argv=None):
   matplotlib.use("Agg")  # files only: the figures are written, not shown
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", choices=sorted(lm.PRESETS), default="fast")
-  parser.add_argument("--methods", nargs="+", choices=list(lm.METHODS),
-                      help="a subset of the methods (constant AdamW always runs)")
+  parser.add_argument(
+    "--methods",
+    nargs="+",
+    choices=list(lm.METHODS),
+    help="a subset of the methods (constant AdamW always runs)",
+  )
   parser.add_argument("--seeds", type=int, help="override the preset's seeds")
   parser.add_argument("--out", default=None, help="output folder (default results/lm/<preset>)")
   parser.add_argument("--no-progress", action="store_true")

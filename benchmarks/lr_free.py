@@ -38,21 +38,17 @@ from marthe_lab import schedules
 # The inner problem (data, MLP, batch size, T, eta_0, seeds, chunk) is the
 # section-5 experiment's preset of the same name (experiments/schedules.py).
 PRESETS = {
-    # Section 5's sizes: MLP 3x500, T = 512, batches of 100, 20 seeds.
-    "paper": dict(section5="paper", tasks=tuple(lr_free.TASKS), repeats=1,
-                  min_timing_s=0.0),
-    # Same data, T, batches and eta_0; MLP 3x64 and 3 seeds: minutes on two
-    # CPU cores. Short runs are timed up to 3 times (median).
-    "fast": dict(section5="fast", tasks=tuple(lr_free.TASKS), repeats=3,
-                 min_timing_s=5.0),
-    # A smoke test of the whole pipeline (numbers meaningless).
-    "tiny": dict(section5="tiny", tasks=("digits-mlp",), repeats=1,
-                 min_timing_s=0.0),
+  # Section 5's sizes: MLP 3x500, T = 512, batches of 100, 20 seeds.
+  "paper": dict(section5="paper", tasks=tuple(lr_free.TASKS), repeats=1, min_timing_s=0.0),
+  # Same data, T, batches and eta_0; MLP 3x64 and 3 seeds: minutes on two
+  # CPU cores. Short runs are timed up to 3 times (median).
+  "fast": dict(section5="fast", tasks=tuple(lr_free.TASKS), repeats=3, min_timing_s=5.0),
+  # A smoke test of the whole pipeline (numbers meaningless).
+  "tiny": dict(section5="tiny", tasks=("digits-mlp",), repeats=1, min_timing_s=0.0),
 }
 
 
-def run(preset: str, out: str, methods=None, tasks=None, seeds=None,
-        progress: bool = True) -> dict:
+def run(preset: str, out: str, methods=None, tasks=None, seeds=None, progress: bool = True) -> dict:
   cfg = dict(PRESETS[preset])
   section5 = schedules.PRESETS[cfg["section5"]]
   config = section5.config
@@ -68,20 +64,33 @@ def run(preset: str, out: str, methods=None, tasks=None, seeds=None,
     bar.update()
 
   tasks_out = lr_free.run_benchmark(
-      tasks, methods, config, list(range(n_seeds)), section5.chunk,
-      cfg["repeats"], cfg["min_timing_s"], progress=step)
+    tasks,
+    methods,
+    config,
+    list(range(n_seeds)),
+    section5.chunk,
+    cfg["repeats"],
+    cfg["min_timing_s"],
+    progress=step,
+  )
   bar.close()
   elapsed = time.perf_counter() - start
   result = dict(
-      preset=preset,
-      config=dict(config._asdict(), seeds=n_seeds, chunk=section5.chunk,
-                  candidates=lr_free.candidates(),
-                  timing_repeats=cfg["repeats"],
-                  min_timing_s=cfg["min_timing_s"]),
-      wall_s=elapsed,
-      backend=jax.default_backend(), machine=platform.machine(),
-      cpu_count=os.cpu_count(), jax_version=jax.__version__,
-      tasks=tasks_out,
+    preset=preset,
+    config=dict(
+      config._asdict(),
+      seeds=n_seeds,
+      chunk=section5.chunk,
+      candidates=lr_free.candidates(),
+      timing_repeats=cfg["repeats"],
+      min_timing_s=cfg["min_timing_s"],
+    ),
+    wall_s=elapsed,
+    backend=jax.default_backend(),
+    machine=platform.machine(),
+    cpu_count=os.cpu_count(),
+    jax_version=jax.__version__,
+    tasks=tasks_out,
   )
   os.makedirs(out, exist_ok=True)
   report.write_json(os.path.join(out, "lr_free.json"), result)
@@ -89,13 +98,15 @@ def run(preset: str, out: str, methods=None, tasks=None, seeds=None,
   with open(os.path.join(out, "lr_free.md"), "w") as f:
     f.write(table + "\n")
   print(table)
-  print(f"\n{n_seeds} seeds, T = {config.steps}, MLP {config.hidden}, wall "
-        f"time {elapsed:.0f} s. 'time x SGD': everything the method cost on "
-        "the task (compilation, every training run, the selection's runs for "
-        "HD/RTHO/MARTHE and every grid run of the best constant) over the "
-        "same for constant SGD; 'run x SGD': one training run's execution "
-        "over one SGD run's; 'safeguards': divergence-safeguard events of "
-        "knob-free MARTHE, summed over seeds.")
+  print(
+    f"\n{n_seeds} seeds, T = {config.steps}, MLP {config.hidden}, wall "
+    f"time {elapsed:.0f} s. 'time x SGD': everything the method cost on "
+    "the task (compilation, every training run, the selection's runs for "
+    "HD/RTHO/MARTHE and every grid run of the best constant) over the "
+    "same for constant SGD; 'run x SGD': one training run's execution "
+    "over one SGD run's; 'safeguards': divergence-safeguard events of "
+    "knob-free MARTHE, summed over seeds."
+  )
   lr_free.plot_accuracy_vs_time(tasks_out, os.path.join(out, "lr_free.png"))
   lr_free.plot_schedules(tasks_out, os.path.join(out, "lr_free_schedules.png"))
   return result
@@ -105,17 +116,21 @@ def main(argv=None):
   matplotlib.use("Agg")  # files only: the figures are written, not shown
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
-  parser.add_argument("--methods", nargs="+", choices=list(lr_free.METHODS),
-                      help="a subset of the methods (constant SGD always runs)")
+  parser.add_argument(
+    "--methods",
+    nargs="+",
+    choices=list(lr_free.METHODS),
+    help="a subset of the methods (constant SGD always runs)",
+  )
   parser.add_argument("--tasks", nargs="+", choices=list(lr_free.TASKS))
   parser.add_argument("--seeds", type=int, help="override the preset's seeds")
-  parser.add_argument("--out", default=None,
-                      help="output folder (default results/lr_free/<preset>)")
+  parser.add_argument(
+    "--out", default=None, help="output folder (default results/lr_free/<preset>)"
+  )
   parser.add_argument("--no-progress", action="store_true")
   args = parser.parse_args(argv)
   out = args.out or os.path.join("results", "lr_free", args.preset)
-  return run(args.preset, out, args.methods, args.tasks, args.seeds,
-             progress=not args.no_progress)
+  return run(args.preset, out, args.methods, args.tasks, args.seeds, progress=not args.no_progress)
 
 
 if __name__ == "__main__":

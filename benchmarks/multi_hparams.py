@@ -24,10 +24,14 @@ from marthe_lab import report
 from marthe_lab import train as train_lib
 
 PRESETS = {
-    "tiny": dict(config=train_lib.TrainConfig(steps=24, hidden=(16, 16, 16)),
-                 seeds=2, kappas=(1e-4, 1e-2)),
-    "fast": dict(config=train_lib.TrainConfig(steps=512, hidden=(64, 64, 64)),
-                 seeds=3, kappas=tuple(10.0 ** -k for k in range(9, 0, -1))),
+  "tiny": dict(
+    config=train_lib.TrainConfig(steps=24, hidden=(16, 16, 16)), seeds=2, kappas=(1e-4, 1e-2)
+  ),
+  "fast": dict(
+    config=train_lib.TrainConfig(steps=512, hidden=(64, 64, 64)),
+    seeds=3,
+    kappas=tuple(10.0**-k for k in range(9, 0, -1)),
+  ),
 }
 
 
@@ -40,49 +44,95 @@ def main(argv=None):
   start = time.perf_counter()
   dataset = data_lib.digits()
   with tqdm(total=4, desc="multi_hparams") as bar:
+
     def tick(label):
       bar.set_postfix_str(label)
       bar.update()
+
     result = multi.run(dataset, cfg["config"], cfg["seeds"], cfg["kappas"], tick)
   seconds = time.perf_counter() - start
 
   s = cfg["seeds"]
   grid = lambda runs, field: getattr(runs, field).reshape(len(result.kappas), s)
   rows, per_kappa = [], []
-  rows.append(["constant", "-", report.mean_std(result.constant.val_accuracy),
-               report.mean_std(result.constant.test_accuracy),
-               f"{int(result.constant.diverged.sum())}/{s}"])
-  for name, runs in (("MARTHE (learning rate)", result.single),
-                     ("MARTHE (per-layer lr + weight decay)", result.multi)):
+  rows.append(
+    [
+      "constant",
+      "-",
+      report.mean_std(result.constant.val_accuracy),
+      report.mean_std(result.constant.test_accuracy),
+      f"{int(result.constant.diverged.sum())}/{s}",
+    ]
+  )
+  for name, runs in (
+    ("MARTHE (learning rate)", result.single),
+    ("MARTHE (per-layer lr + weight decay)", result.multi),
+  ):
     val, test, div = grid(runs, "val_accuracy"), grid(runs, "test_accuracy"), grid(runs, "diverged")
     means = np.where(np.isfinite(val.mean(1)), val.mean(1), -1)
     best = int(np.argmax(means))
-    rows.append([name, f"kappa={result.kappas[best]:.0e}", report.mean_std(val[best]),
-                 report.mean_std(test[best]), f"{int(div[best].sum())}/{s}"])
+    rows.append(
+      [
+        name,
+        f"kappa={result.kappas[best]:.0e}",
+        report.mean_std(val[best]),
+        report.mean_std(test[best]),
+        f"{int(div[best].sum())}/{s}",
+      ]
+    )
     for g, kappa in enumerate(result.kappas):
-      per_kappa.append([name, f"{kappa:.0e}", report.mean_std(val[g]),
-                        report.mean_std(test[g]), f"{int(div[g].sum())}/{s}"])
+      per_kappa.append(
+        [
+          name,
+          f"{kappa:.0e}",
+          report.mean_std(val[g]),
+          report.mean_std(test[g]),
+          f"{int(div[g].sum())}/{s}",
+        ]
+      )
   header = ["method", "best value", "val acc %", "test acc %", "diverged"]
   print(f"{dataset.describe()}; {cfg['config']}; {s} seeds; {seconds:.0f} s\n")
   print(report.format_table(header, rows))
-  print("\nEvery kappa:\n" + report.format_table(
-      ["method", "kappa", "val acc %", "test acc %", "diverged"], per_kappa))
-  final = {k: (np.asarray(v).tolist() if not isinstance(v, dict) else
-               {g: np.asarray(x).tolist() for g, x in v.items()})
-           for k, v in result.final_hyperparams.items()}
-  print(f"\nFinal hyperparameters of the per-layer run at kappa={result.best_kappa:.0e} "
-        f"(one value per seed): {final}")
+  print(
+    "\nEvery kappa:\n"
+    + report.format_table(["method", "kappa", "val acc %", "test acc %", "diverged"], per_kappa)
+  )
+  final = {
+    k: (
+      np.asarray(v).tolist()
+      if not isinstance(v, dict)
+      else {g: np.asarray(x).tolist() for g, x in v.items()}
+    )
+    for k, v in result.final_hyperparams.items()
+  }
+  print(
+    f"\nFinal hyperparameters of the per-layer run at kappa={result.best_kappa:.0e} "
+    f"(one value per seed): {final}"
+  )
 
   os.makedirs(args.out, exist_ok=True)
-  report.write_json(os.path.join(args.out, "multi_hparams.json"), dict(
-      preset=args.preset, config=cfg["config"]._asdict(), seeds=s, seconds=seconds,
-      kappas=result.kappas, table=rows, per_kappa=per_kappa,
-      best_kappa=result.best_kappa, final_hyperparams=final,
-      constant=result.constant._asdict(), single=result.single._asdict(),
-      multi=result.multi._asdict()))
+  report.write_json(
+    os.path.join(args.out, "multi_hparams.json"),
+    dict(
+      preset=args.preset,
+      config=cfg["config"]._asdict(),
+      seeds=s,
+      seconds=seconds,
+      kappas=result.kappas,
+      table=rows,
+      per_kappa=per_kappa,
+      best_kappa=result.best_kappa,
+      final_hyperparams=final,
+      constant=result.constant._asdict(),
+      single=result.single._asdict(),
+      multi=result.multi._asdict(),
+    ),
+  )
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(5, 3.4))
   for name, runs in (("MARTHE (lr)", result.single), ("MARTHE (per-layer lr + wd)", result.multi)):
     ax.semilogx(result.kappas, 100 * np.nanmean(grid(runs, "val_accuracy"), 1), "o-", label=name)

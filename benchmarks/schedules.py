@@ -22,29 +22,39 @@ from marthe_lab import schedules
 
 def main(argv=None) -> int:
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")  # files only, no display
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--preset", choices=sorted(schedules.PRESETS), default="fast")
-  parser.add_argument("--out", default="results/schedules/",
-                      help="output directory (default: results/schedules/)")
   parser.add_argument(
-      "--data", default=None, metavar="PATH",
-      help="a directory with the four MNIST IDX files (gz or raw): run on "
-      "real MNIST (7,000 train / 700 validation, as the paper) instead of "
-      "the preset's datasets")
+    "--out", default="results/schedules/", help="output directory (default: results/schedules/)"
+  )
   parser.add_argument(
-      "--datasets", default=None,
-      help="comma-separated subset of digits,mnist1d (default: the preset's)")
-  parser.add_argument("--seeds", type=int, default=None,
-                      help="override the preset's number of seeds")
-  parser.add_argument("--lrs-opt-steps", type=int, default=None,
-                      help="override the preset's most LRS-OPT outer steps")
-  parser.add_argument("--no-progress", action="store_true",
-                      help="no progress bar")
+    "--data",
+    default=None,
+    metavar="PATH",
+    help="a directory with the four MNIST IDX files (gz or raw): run on "
+    "real MNIST (7,000 train / 700 validation, as the paper) instead of "
+    "the preset's datasets",
+  )
   parser.add_argument(
-      "--estimate", action="store_true",
-      help="only time short probes and extrapolate the preset's run time "
-      "(e.g. --preset paper --estimate)")
+    "--datasets",
+    default=None,
+    help="comma-separated subset of digits,mnist1d (default: the preset's)",
+  )
+  parser.add_argument(
+    "--seeds", type=int, default=None, help="override the preset's number of seeds"
+  )
+  parser.add_argument(
+    "--lrs-opt-steps", type=int, default=None, help="override the preset's most LRS-OPT outer steps"
+  )
+  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+  parser.add_argument(
+    "--estimate",
+    action="store_true",
+    help="only time short probes and extrapolate the preset's run time "
+    "(e.g. --preset paper --estimate)",
+  )
   args = parser.parse_args(argv)
 
   preset = schedules.PRESETS[args.preset]
@@ -57,8 +67,7 @@ def main(argv=None) -> int:
   if args.datasets is not None:
     changes["datasets"] = tuple(args.datasets.split(","))
   if changes:
-    preset = dataclasses.replace(
-        preset, note=preset.note + f"; overridden: {changes}", **changes)
+    preset = dataclasses.replace(preset, note=preset.note + f"; overridden: {changes}", **changes)
   datasets = None
   if args.data is not None:
     datasets = [data_lib.mnist_idx(args.data)]
@@ -66,8 +75,7 @@ def main(argv=None) -> int:
     for d in datasets or [data_lib.load(name) for name in preset.datasets]:
       schedules.estimate(preset, d)
     return 0
-  schedules.run(preset, args.out, datasets=datasets,
-                progress=not args.no_progress)
+  schedules.run(preset, args.out, datasets=datasets, progress=not args.no_progress)
   print(f"wrote {args.out}")
   return 0
 

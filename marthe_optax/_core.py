@@ -45,8 +45,9 @@ def _array_leaves(tree: Any) -> Any:
   the gradients at every update.
   """
   return jax.tree.map(
-      jnp.asarray, tree,
-      is_leaf=lambda x: hasattr(x, "__jax_array__") and not isinstance(x, jax.Array),
+    jnp.asarray,
+    tree,
+    is_leaf=lambda x: hasattr(x, "__jax_array__") and not isinstance(x, jax.Array),
   )
 
 
@@ -63,20 +64,27 @@ def _start(values: Sequence[Any], hyper_lrs: Sequence[Any], dtype: jnp.dtype) ->
 
 def _zeros(k: int, tree: Any) -> Any:
   """Zeros shaped like ``tree`` with a leading axis ``k``, in its dtypes."""
-  return jax.tree.map(
-      lambda x: jnp.zeros((k,) + jnp.shape(x), jnp.result_type(x)), tree
-  )
+  return jax.tree.map(lambda x: jnp.zeros((k,) + jnp.shape(x), jnp.result_type(x)), tree)
 
 
 def _init_hyper(start: Start, config: _step.Config) -> Hyper:
   """The scalars before the first step (one array per field)."""
   zeros = lambda: jnp.zeros_like(start.value)
-  mu = zeros() if config.mu is None else jnp.broadcast_to(
-      jnp.asarray(config.mu, start.value.dtype), start.value.shape)
+  mu = (
+    zeros()
+    if config.mu is None
+    else jnp.broadcast_to(jnp.asarray(config.mu, start.value.dtype), start.value.shape)
+  )
   return Hyper(
-      value=jnp.array(start.value), hyper_lr=jnp.array(start.hyper_lr), mu=mu,
-      c=zeros(), hypergradient=zeros(), agreement=jnp.ones_like(start.value),
-      hyper_m=zeros(), hyper_v=zeros(), hyper_steps=zeros(),
+    value=jnp.array(start.value),
+    hyper_lr=jnp.array(start.hyper_lr),
+    mu=mu,
+    c=zeros(),
+    hypergradient=zeros(),
+    agreement=jnp.ones_like(start.value),
+    hyper_m=zeros(),
+    hyper_v=zeros(),
+    hyper_steps=zeros(),
   )
 
 
@@ -92,50 +100,50 @@ def _zero_counters() -> Counters:
 
 
 def _next_counters(
-    counters: Counters, finite: jax.Array, cut: jax.Array,
-    inner: _tangent.StepAndTangent,
+  counters: Counters,
+  finite: jax.Array,
+  cut: jax.Array,
+  inner: _tangent.StepAndTangent,
 ) -> Counters:
   """The event counters after a step (``finite``: ``[K]``)."""
   as_int = lambda x: jnp.asarray(x).astype(jnp.int32)
   return Counters(
-      nonfinite_count=counters.nonfinite_count + as_int(jnp.any(~finite)),
-      safeguard_count=counters.safeguard_count + as_int(cut),
-      repaired_count=counters.repaired_count + as_int(inner.repaired > 0),
+    nonfinite_count=counters.nonfinite_count + as_int(jnp.any(~finite)),
+    safeguard_count=counters.safeguard_count + as_int(cut),
+    repaired_count=counters.repaired_count + as_int(inner.repaired > 0),
   )
 
 
 def _restart(hyper: Hyper, start: Start, given: Start) -> Hyper:
   """Each hyperparameter whose factory argument changed restarts from it."""
   return hyper._replace(
-      value=jnp.where(given.value != start.value, given.value, hyper.value),
-      hyper_lr=jnp.where(
-          given.hyper_lr != start.hyper_lr, given.hyper_lr, hyper.hyper_lr),
+    value=jnp.where(given.value != start.value, given.value, hyper.value),
+    hyper_lr=jnp.where(given.hyper_lr != start.hyper_lr, given.hyper_lr, hyper.hyper_lr),
   )
 
 
 def _check_tangent(config: _step.Config, core: Core) -> None:
   """The state holds a tangent exactly when this transformation keeps one."""
-  stored = jax.tree.structure(core.tangent) != jax.tree.structure(
-      _tangent.EMPTY_TANGENT)
+  stored = jax.tree.structure(core.tangent) != jax.tree.structure(_tangent.EMPTY_TANGENT)
   if stored == config.hessian_free:
     raise ValueError(
-        f"This state holds {'a' if stored else 'no'} tangent beyond b, but "
-        "this update's transformation "
-        f"{'keeps none (mu = 0, HD)' if stored else 'needs one'}. Either the "
-        "state comes from a transformation with another mu (initialise it "
-        "with this one), or mu was 0 at one of init and update and traced at "
-        "the other, as when optax.inject_hyperparams rebuilds the factory "
-        "inside jit: keep mu static with optax.inject_hyperparams(mo.marthe, "
-        "static_args=('inner', 'mu'))."
+      f"This state holds {'a' if stored else 'no'} tangent beyond b, but "
+      "this update's transformation "
+      f"{'keeps none (mu = 0, HD)' if stored else 'needs one'}. Either the "
+      "state comes from a transformation with another mu (initialise it "
+      "with this one), or mu was 0 at one of init and update and traced at "
+      "the other, as when optax.inject_hyperparams rebuilds the factory "
+      "inside jit: keep mu static with optax.inject_hyperparams(mo.marthe, "
+      "static_args=('inner', 'mu'))."
     )
 
 
 def transformation(
-    inner_at: InnerAt,
-    values: Sequence[Any],
-    hyper_lrs: Sequence[Any],
-    make_config: Callable[[jnp.dtype], _step.Config],
-    view: View,
+  inner_at: InnerAt,
+  values: Sequence[Any],
+  hyper_lrs: Sequence[Any],
+  make_config: Callable[[jnp.dtype], _step.Config],
+  view: View,
 ) -> optax.GradientTransformationExtraArgs:
   """MARTHE on the ``K = len(values)`` hyperparameters of ``inner_at``.
 
@@ -177,55 +185,57 @@ def transformation(
     config = make_config(dtype)
     start = _start(values, hyper_lrs, dtype)
     inner_state = inner_at(start.value, jnp.zeros([], jnp.int32)).init(params)
-    return view.pack(Core(
+    return view.pack(
+      Core(
         count=jnp.zeros([], jnp.int32),
         hyper=_init_hyper(start, config),
         monitor=_init_monitor(dtype),
         start=start,
         tangent=(
-            _tangent.EMPTY_TANGENT
-            if config.hessian_free
-            else _zeros(k, _tangent.Tangent(params, inner_state))
+          _tangent.EMPTY_TANGENT
+          if config.hessian_free
+          else _zeros(k, _tangent.Tangent(params, inner_state))
         ),
         b=_zeros(k, params),
         inner_state=inner_state,
         counters=_zero_counters(),
-    ))
+      )
+    )
 
   def update_fn(
-      updates: optax.Updates,
-      state: Any,
-      params: Optional[optax.Params] = None,
-      *,
-      value_fn: Optional[Callable[[optax.Params], jax.Array]] = None,
-      val_grads: Optional[optax.Updates] = None,
-      value: Optional[jax.Array] = None,
-      **extra_args: Any,
+    updates: optax.Updates,
+    state: Any,
+    params: Optional[optax.Params] = None,
+    *,
+    value_fn: Optional[Callable[[optax.Params], jax.Array]] = None,
+    val_grads: Optional[optax.Updates] = None,
+    value: Optional[jax.Array] = None,
+    **extra_args: Any,
   ) -> tuple[optax.Updates, Any]:
     core = view.unpack(state)
     dtype = core.hyper.value.dtype
     config = make_config(dtype)
     val_grads = _checks.objective_grads(
-        updates, params, value_fn, val_grads, _step.needs_hessian(config)
+      updates, params, value_fn, val_grads, _step.needs_hessian(config)
     )
     _check_tangent(config, core)
     start = _start(values, hyper_lrs, dtype)
     new, monitor, finite, cut, inner = _step.step(
-        config,
-        _step.inner_update_fn(
-            lambda theta: inner_at(theta, core.count), extra_args),
-        _restart(core.hyper, core.start, start),
-        core.monitor,
-        core.tangent,
-        core.b,
-        core.inner_state,
-        updates,
-        params,
-        value_fn,
-        val_grads,
-        value,
+      config,
+      _step.inner_update_fn(lambda theta: inner_at(theta, core.count), extra_args),
+      _restart(core.hyper, core.start, start),
+      core.monitor,
+      core.tangent,
+      core.b,
+      core.inner_state,
+      updates,
+      params,
+      value_fn,
+      val_grads,
+      value,
     )
-    return inner.updates, view.pack(Core(
+    return inner.updates, view.pack(
+      Core(
         count=optax.safe_increment(core.count),
         hyper=new,
         monitor=monitor,
@@ -234,6 +244,7 @@ def transformation(
         b=inner.b,
         inner_state=inner.inner_state,
         counters=_next_counters(core.counters, finite, cut, inner),
-    ))
+      )
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

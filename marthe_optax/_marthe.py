@@ -51,15 +51,15 @@ ScalarLike = Union[float, jax.Array]
 
 
 def marthe(
-    inner: InnerFactory,
-    learning_rate: ScalarLike,
-    *,
-    hyper_lr_step: Optional[ScalarLike] = None,
-    hyper_lr: ScalarLike = 0.0,
-    mu: Optional[Union[ScalarLike, str]] = None,
-    first_order: Optional[bool] = None,
-    step_size: Optional[ScalarLike] = None,
-    schedule: Optional[optax.Schedule] = None,
+  inner: InnerFactory,
+  learning_rate: ScalarLike,
+  *,
+  hyper_lr_step: Optional[ScalarLike] = None,
+  hyper_lr: ScalarLike = 0.0,
+  mu: Optional[Union[ScalarLike, str]] = None,
+  first_order: Optional[bool] = None,
+  step_size: Optional[ScalarLike] = None,
+  schedule: Optional[optax.Schedule] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""MARTHE: the learning rate of ``inner`` scheduled online by hypergradients.
 
@@ -219,16 +219,14 @@ def marthe(
       return inner(scale)
     return inner(scale * jnp.asarray(schedule(count), scale.dtype))
 
-  return _core.transformation(
-      inner_at, [learning_rate], [hyper_lr], make_config, _state.SINGLE
-  )
+  return _core.transformation(inner_at, [learning_rate], [hyper_lr], make_config, _state.SINGLE)
 
 
 def hd(
-    inner: InnerFactory,
-    learning_rate: ScalarLike,
-    *,
-    hyper_lr: ScalarLike,
+  inner: InnerFactory,
+  learning_rate: ScalarLike,
+  *,
+  hyper_lr: ScalarLike,
 ) -> optax.GradientTransformationExtraArgs:
   """HD: hypergradient descent on the learning rate (Baydin et al., 2018).
 
@@ -260,15 +258,14 @@ def hd(
     Baydin et al., `Online Learning Rate Adaptation with Hypergradient Descent
     <https://arxiv.org/abs/1703.04782>`_, 2018.
   """
-  return marthe(inner, learning_rate, hyper_lr_step=0.0, hyper_lr=hyper_lr,
-                mu=0.0)
+  return marthe(inner, learning_rate, hyper_lr_step=0.0, hyper_lr=hyper_lr, mu=0.0)
 
 
 def rtho(
-    inner: InnerFactory,
-    learning_rate: ScalarLike,
-    *,
-    hyper_lr: ScalarLike,
+  inner: InnerFactory,
+  learning_rate: ScalarLike,
+  *,
+  hyper_lr: ScalarLike,
 ) -> optax.GradientTransformationExtraArgs:
   """RTHO: real-time hyperparameter optimization (Franceschi et al., 2017).
 
@@ -289,5 +286,4 @@ def rtho(
     Franceschi et al., `Forward and Reverse Gradient-Based Hyperparameter
     Optimization <https://arxiv.org/abs/1703.01785>`_, 2017.
   """
-  return marthe(inner, learning_rate, hyper_lr_step=0.0, hyper_lr=hyper_lr,
-                mu=1.0)
+  return marthe(inner, learning_rate, hyper_lr_step=0.0, hyper_lr=hyper_lr, mu=1.0)

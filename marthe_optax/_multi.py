@@ -33,10 +33,10 @@ from marthe_optax import _step
 # Anything else, like the learning rate and the weight decay, lives in [0, inf).
 UNIT_INTERVAL = (0.0, 1.0 - 1e-6)
 DEFAULT_BOUNDS = {
-    "momentum": UNIT_INTERVAL,
-    "b1": UNIT_INTERVAL,
-    "b2": UNIT_INTERVAL,
-    "decay": UNIT_INTERVAL,
+  "momentum": UNIT_INTERVAL,
+  "b1": UNIT_INTERVAL,
+  "b2": UNIT_INTERVAL,
+  "decay": UNIT_INTERVAL,
 }
 PerHyperparam = Union[float, jax.Array, Mapping[str, Any]]
 
@@ -58,22 +58,22 @@ def _per_leaf(value: PerHyperparam, names: list[str], what: str) -> list[Any]:
       out.append(value[top])
     else:
       raise ValueError(
-          f"{what} has no entry for the hyperparameter {name!r}: give one for "
-          f"{name!r} or {top!r}, or a single number for all."
+        f"{what} has no entry for the hyperparameter {name!r}: give one for "
+        f"{name!r} or {top!r}, or a single number for all."
       )
   return out
 
 
 def marthe_multi(
-    inner: Callable[..., optax.GradientTransformation],
-    hyperparams: Mapping[str, Any],
-    *,
-    hyper_lr_step: Optional[PerHyperparam] = None,
-    hyper_lr: PerHyperparam = 0.0,
-    mu: Optional[Union[float, str]] = None,
-    first_order: Optional[bool] = None,
-    step_size: Optional[PerHyperparam] = None,
-    bounds: Optional[Mapping[str, tuple[float, float]]] = None,
+  inner: Callable[..., optax.GradientTransformation],
+  hyperparams: Mapping[str, Any],
+  *,
+  hyper_lr_step: Optional[PerHyperparam] = None,
+  hyper_lr: PerHyperparam = 0.0,
+  mu: Optional[Union[float, str]] = None,
+  first_order: Optional[bool] = None,
+  step_size: Optional[PerHyperparam] = None,
+  bounds: Optional[Mapping[str, tuple[float, float]]] = None,
 ) -> optax.GradientTransformationExtraArgs:
   """MARTHE on several hyperparameters of ``inner`` at once.
 
@@ -152,33 +152,28 @@ def marthe_multi(
   _checks.check_factory(inner)
   if not isinstance(hyperparams, Mapping) or not hyperparams:
     raise ValueError(
-        "hyperparams must be a non-empty mapping from inner keyword names to "
-        f"initial values, e.g. {{'learning_rate': 0.1}}; got {hyperparams!r}."
+      "hyperparams must be a non-empty mapping from inner keyword names to "
+      f"initial values, e.g. {{'learning_rate': 0.1}}; got {hyperparams!r}."
     )
   names = _state.names(hyperparams)
   values, treedef = jax.tree.flatten(hyperparams)
   all_bounds = {**DEFAULT_BOUNDS, **(bounds or {})}
   intervals = [
-      all_bounds.get(name, all_bounds.get(name.split("/")[0], (0.0, np.inf)))
-      for name in names
+    all_bounds.get(name, all_bounds.get(name.split("/")[0], (0.0, np.inf))) for name in names
   ]
   knob_free = hyper_lr_step is None
-  kappas = (
-      [None] * len(names) if knob_free
-      else _per_leaf(hyper_lr_step, names, "hyper_lr_step")
-  )
-  steps = (
-      [None] * len(names) if step_size is None
-      else _per_leaf(step_size, names, "step_size")
-  )
+  kappas = [None] * len(names) if knob_free else _per_leaf(hyper_lr_step, names, "hyper_lr_step")
+  steps = [None] * len(names) if step_size is None else _per_leaf(step_size, names, "step_size")
   betas = _per_leaf(hyper_lr, names, "hyper_lr")
   for name, value, (low, high), kappa, beta, step in zip(
-      names, values, intervals, kappas, betas, steps
+    names, values, intervals, kappas, betas, steps
   ):
     _checks.check_scalar(
-        name, value, low, high,
-        f"Pass an initial value of {name!r} inside its interval, or widen it "
-        "with bounds=...",
+      name,
+      value,
+      low,
+      high,
+      f"Pass an initial value of {name!r} inside its interval, or widen it with bounds=...",
     )
     _checks.check_knobs(beta, kappa, mu, where=f"[{name!r}]")
     if knob_free:
@@ -186,24 +181,26 @@ def marthe_multi(
     if step is not None:
       _checks.check_step_size(f"step_size[{name!r}]", step)
   make_config = _step.make_config(
-      None if knob_free else kappas, mu, first_order,
-      None if step_size is None else steps, len(values),
-      low=[low for low, _ in intervals], high=[high for _, high in intervals],
-      cut=[name.split("/")[0] == "learning_rate" for name in names],
+    None if knob_free else kappas,
+    mu,
+    first_order,
+    None if step_size is None else steps,
+    len(values),
+    low=[low for low, _ in intervals],
+    high=[high for _, high in intervals],
+    cut=[name.split("/")[0] == "learning_rate" for name in names],
   )
 
   def inner_at(theta: jax.Array, count: jax.Array) -> optax.GradientTransformation:
     del count  # no schedule
     return inner(**jax.tree.unflatten(treedef, list(theta)))
 
-  return _core.transformation(
-      inner_at, values, betas, make_config, _state.multi_view(treedef)
-  )
+  return _core.transformation(inner_at, values, betas, make_config, _state.multi_view(treedef))
 
 
 def per_group(
-    inner: Callable[..., optax.GradientTransformation],
-    labels: Union[Any, Callable[[optax.Params], Any]],
+  inner: Callable[..., optax.GradientTransformation],
+  labels: Union[Any, Callable[[optax.Params], Any]],
 ) -> Callable[..., optax.GradientTransformation]:
   """An inner factory with one learning rate per parameter group.
 
@@ -225,8 +222,8 @@ def per_group(
 
   def factory(learning_rate: Mapping[str, Any], **kwargs: Any):
     return optax.multi_transform(
-        {group: inner(lr, **kwargs) for group, lr in learning_rate.items()},
-        labels,
+      {group: inner(lr, **kwargs) for group, lr in learning_rate.items()},
+      labels,
     )
 
   return factory

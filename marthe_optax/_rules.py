@@ -42,9 +42,7 @@ def one_step_agreement(h: jnp.ndarray, g1: jnp.ndarray) -> jnp.ndarray:
   return jnp.clip(ratio, 0, 1)
 
 
-def adaptive_mu(
-    h: jnp.ndarray, g1: jnp.ndarray, c_prev: jnp.ndarray
-) -> jnp.ndarray:
+def adaptive_mu(h: jnp.ndarray, g1: jnp.ndarray, c_prev: jnp.ndarray) -> jnp.ndarray:
   """Appendix A's heuristic ``mu_t = q~ ** (1 / (c_{t-1} + 1))``.
 
   ``mu_t`` is 0 when ``q~ = 0`` (the history is forgotten) and tends to 1 as
@@ -59,10 +57,10 @@ def next_counter(mu_prev: jnp.ndarray, c_prev: jnp.ndarray) -> jnp.ndarray:
 
 
 def next_hyper_lr(
-    beta_prev: jnp.ndarray,
-    kappa: jnp.ndarray,
-    h: jnp.ndarray,
-    h_prev: jnp.ndarray,
+  beta_prev: jnp.ndarray,
+  kappa: jnp.ndarray,
+  h: jnp.ndarray,
+  h_prev: jnp.ndarray,
 ) -> jnp.ndarray:
   """``beta_t = max(beta_{t-1} + kappa * h_t * h_{t-1}, 0)``.
 
@@ -74,11 +72,11 @@ def next_hyper_lr(
 
 
 def next_hyperparam(
-    theta_prev: jnp.ndarray,
-    beta: jnp.ndarray,
-    h: jnp.ndarray,
-    low: jnp.ndarray = 0.0,
-    high: jnp.ndarray = jnp.inf,
+  theta_prev: jnp.ndarray,
+  beta: jnp.ndarray,
+  h: jnp.ndarray,
+  low: jnp.ndarray = 0.0,
+  high: jnp.ndarray = jnp.inf,
 ) -> jnp.ndarray:
   """Projected step ``theta_t = clip(theta_{t-1} - beta_t * h_t, low, high)``.
 
@@ -89,15 +87,13 @@ def next_hyperparam(
   return jnp.clip(theta_prev - beta * h, low, high)
 
 
-def next_learning_rate(
-    eta_prev: jnp.ndarray, beta: jnp.ndarray, h: jnp.ndarray
-) -> jnp.ndarray:
+def next_learning_rate(eta_prev: jnp.ndarray, beta: jnp.ndarray, h: jnp.ndarray) -> jnp.ndarray:
   """Projected step ``eta_t = max(eta_{t-1} - beta_t * h_t, 0)`` (eq. 5)."""
   return next_hyperparam(eta_prev, beta, h)
 
 
 def smoothed_agreement(
-    q_prev: jnp.ndarray, h: jnp.ndarray, g1: jnp.ndarray, decay: float
+  q_prev: jnp.ndarray, h: jnp.ndarray, g1: jnp.ndarray, decay: float
 ) -> jnp.ndarray:
   """An exponential moving average of appendix A's agreement ``q~``.
 
@@ -118,8 +114,7 @@ def unconstrained(theta, low, high):
   finite = jnp.isfinite(high)
   width = jnp.where(finite, high - low, 1)
   u = jnp.where(finite, (theta - low) / width, theta - low)
-  return jnp.where(finite, jnp.log(u) - jnp.log1p(-jnp.where(finite, u, 0)),
-                   jnp.log(u))
+  return jnp.where(finite, jnp.log(u) - jnp.log1p(-jnp.where(finite, u, 0)), jnp.log(u))
 
 
 def constrained(phi, low, high):
@@ -139,9 +134,9 @@ def shift(theta, delta, low, high):
   """
   finite = jnp.isfinite(high)
   moved = jnp.where(
-      finite,
-      constrained(unconstrained(theta, low, high) + delta, low, high),
-      low + (theta - low) * jnp.exp(delta),
+    finite,
+    constrained(unconstrained(theta, low, high) + delta, low, high),
+    low + (theta - low) * jnp.exp(delta),
   )
   return jnp.where(delta == 0, theta, moved)
 
@@ -155,12 +150,12 @@ def unconstrained_scale(theta, low, high):
 
 
 def normalized_step(
-    m_prev: jnp.ndarray,
-    v_prev: jnp.ndarray,
-    n_prev: jnp.ndarray,
-    g: jnp.ndarray,
-    b1: float,
-    b2: float,
+  m_prev: jnp.ndarray,
+  v_prev: jnp.ndarray,
+  n_prev: jnp.ndarray,
+  g: jnp.ndarray,
+  b1: float,
+  b2: float,
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """Adam's normalised direction of the hyper-gradient ``g = d E / d phi``.
 
@@ -192,9 +187,7 @@ def normalized_step(
   return m, v, n, jnp.clip(d, -1, 1)
 
 
-def loss_blew_up(
-    value: jnp.ndarray, reference: jnp.ndarray, growth: float
-) -> jnp.ndarray:
+def loss_blew_up(value: jnp.ndarray, reference: jnp.ndarray, growth: float) -> jnp.ndarray:
   """Whether the training loss ``value`` blew up against its ``reference``.
 
   True when ``value`` is not finite or exceeds ``growth * reference``

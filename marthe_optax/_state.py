@@ -90,10 +90,10 @@ class Sealed(tuple):
 
 
 jax.tree_util.register_pytree_with_keys(
-    Sealed,
-    lambda s: (((jax.tree_util.GetAttrKey("tree"), s[0]),), None),
-    lambda _, children: Sealed(children[0]),
-    flatten_func=lambda s: ((s[0],), None),
+  Sealed,
+  lambda s: (((jax.tree_util.GetAttrKey("tree"), s[0]),), None),
+  lambda _, children: Sealed(children[0]),
+  flatten_func=lambda s: ((s[0],), None),
 )
 
 
@@ -291,13 +291,13 @@ def _shared_fields(core: Core, hyper: Hyper, tangent: Any, b: Any) -> dict:
   scalars = hyper._asdict()
   del scalars["value"]
   return dict(
-      count=core.count,
-      tangent=Sealed(tangent),
-      b=Sealed(b),
-      inner_state=Sealed(core.inner_state),
-      **scalars,
-      **core.monitor._asdict(),
-      **core.counters._asdict(),
+    count=core.count,
+    tangent=Sealed(tangent),
+    b=Sealed(b),
+    inner_state=Sealed(core.inner_state),
+    **scalars,
+    **core.monitor._asdict(),
+    **core.counters._asdict(),
   )
 
 
@@ -312,23 +312,23 @@ def _batch(tree: Any) -> Any:
 def _pack_single(core: Core) -> MartheState:
   hyper, start = _first(core.hyper), _first(core.start)
   return MartheState(
-      learning_rate=hyper.value,
-      start_learning_rate=start.value,
-      start_hyper_lr=start.hyper_lr,
-      **_shared_fields(core, hyper, _first(core.tangent), _first(core.b)),
+    learning_rate=hyper.value,
+    start_learning_rate=start.value,
+    start_hyper_lr=start.hyper_lr,
+    **_shared_fields(core, hyper, _first(core.tangent), _first(core.b)),
   )
 
 
 def _unpack_single(state: MartheState) -> Core:
   return Core(
-      count=state.count,
-      hyper=_batch(_take(Hyper, state, value=state.learning_rate)),
-      monitor=_take(Monitor, state),
-      start=_batch(Start(state.start_learning_rate, state.start_hyper_lr)),
-      tangent=_batch(state.tangent.unseal()),
-      b=_batch(state.b.unseal()),
-      inner_state=state.inner_state.unseal(),
-      counters=_take(Counters, state),
+    count=state.count,
+    hyper=_batch(_take(Hyper, state, value=state.learning_rate)),
+    monitor=_take(Monitor, state),
+    start=_batch(Start(state.start_learning_rate, state.start_hyper_lr)),
+    tangent=_batch(state.tangent.unseal()),
+    b=_batch(state.b.unseal()),
+    inner_state=state.inner_state.unseal(),
+    counters=_take(Counters, state),
   )
 
 
@@ -340,22 +340,22 @@ def multi_view(treedef: Any) -> View:
 
   def pack(core: Core) -> MultiMartheState:
     return MultiMartheState(
-        hyperparams=jax.tree.unflatten(treedef, list(core.hyper.value)),
-        start_hyperparams=core.start.value,
-        start_hyper_lr=core.start.hyper_lr,
-        **_shared_fields(core, core.hyper, core.tangent, core.b),
+      hyperparams=jax.tree.unflatten(treedef, list(core.hyper.value)),
+      start_hyperparams=core.start.value,
+      start_hyper_lr=core.start.hyper_lr,
+      **_shared_fields(core, core.hyper, core.tangent, core.b),
     )
 
   def unpack(state: MultiMartheState) -> Core:
     return Core(
-        count=state.count,
-        hyper=_take(Hyper, state, value=jnp.stack(jax.tree.leaves(state.hyperparams))),
-        monitor=_take(Monitor, state),
-        start=Start(state.start_hyperparams, state.start_hyper_lr),
-        tangent=state.tangent.unseal(),
-        b=state.b.unseal(),
-        inner_state=state.inner_state.unseal(),
-        counters=_take(Counters, state),
+      count=state.count,
+      hyper=_take(Hyper, state, value=jnp.stack(jax.tree.leaves(state.hyperparams))),
+      monitor=_take(Monitor, state),
+      start=Start(state.start_hyperparams, state.start_hyper_lr),
+      tangent=state.tangent.unseal(),
+      b=state.b.unseal(),
+      inner_state=state.inner_state.unseal(),
+      counters=_take(Counters, state),
     )
 
   return View(pack, unpack)
@@ -365,8 +365,7 @@ def names(hyperparams: Any) -> list[str]:
   """'learning_rate', 'learning_rate/hidden', ... in leaf order."""
   paths = jax.tree_util.tree_flatten_with_path(hyperparams)[0]
   return [
-      "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-      for path, _ in paths
+    "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path) for path, _ in paths
   ]
 
 
@@ -378,10 +377,12 @@ def _pure(state: Any) -> Any:
   state = getattr(state, "opt_state", state)  # nnx.Optimizer, TrainState
   if "flax.nnx" in sys.modules:
     from flax import nnx  # pylint: disable=g-import-not-at-top
+
     state = nnx.as_pure(state) if isinstance(state, nnx.State) else state
     state = jax.tree.map(
-        lambda v: v.get_value() if isinstance(v, nnx.Variable) else v, state,
-        is_leaf=lambda v: isinstance(v, nnx.Variable),
+      lambda v: v.get_value() if isinstance(v, nnx.Variable) else v,
+      state,
+      is_leaf=lambda v: isinstance(v, nnx.Variable),
     )
   return state
 
@@ -389,8 +390,7 @@ def _pure(state: Any) -> Any:
 def _as_float(x: jax.Array) -> Union[float, int, jax.Array]:
   try:
     value = np.asarray(x)
-  except (jax.errors.TracerArrayConversionError,
-          jax.errors.ConcretizationTypeError):
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
     return x
   return int(value) if np.issubdtype(value.dtype, np.integer) else float(value)
 
@@ -442,13 +442,13 @@ def hyperparam_log(state: Any) -> dict[str, Any]:
   state = _pure(state)
   kinds = (MartheState, MultiMartheState)
   found = [
-      x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, kinds))
-      if isinstance(x, kinds)
+    x
+    for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, kinds))
+    if isinstance(x, kinds)
   ]
   if len(found) != 1:
     raise ValueError(
-        f"hyperparam_log needs a state holding exactly one MARTHE state; found "
-        f"{len(found)}."
+      f"hyperparam_log needs a state holding exactly one MARTHE state; found {len(found)}."
     )
   (s,) = found
   if isinstance(s, MartheState):

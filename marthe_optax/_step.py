@@ -67,23 +67,20 @@ class Config(NamedTuple):
 
 
 def _mode(
-    hyper_lr_step: Any, mu: Any, first_order: Optional[bool], step_size: Any
+  hyper_lr_step: Any, mu: Any, first_order: Optional[bool], step_size: Any
 ) -> tuple[bool, str, Any, bool, Any]:
   """``(scale_free, horizon, fixed mu, first_order, step_size)`` of the knobs."""
   scale_free = hyper_lr_step is None
   if not scale_free and step_size is not None:
     raise ValueError(
-        "step_size is the knob-free mode's step; it cannot be combined with "
-        "hyper_lr_step (the paper's eq. 5 rule). Pass one of the two."
+      "step_size is the knob-free mode's step; it cannot be combined with "
+      "hyper_lr_step (the paper's eq. 5 rule). Pass one of the two."
     )
   if mu is None:
     mu = DEFAULT_HORIZON if scale_free else "adaptive"
   if isinstance(mu, str):
     if mu not in HORIZONS:
-      raise ValueError(
-          f"mu must be a number in [0, 1], one of {HORIZONS} or None; got "
-          f"{mu!r}."
-      )
+      raise ValueError(f"mu must be a number in [0, 1], one of {HORIZONS} or None; got {mu!r}.")
     horizon, fixed = mu, None
   else:
     horizon, fixed = "fixed", mu
@@ -93,9 +90,12 @@ def _mode(
     step_size = DEFAULT_STEP_SIZE
   if np.ndim(step_size) == 0:
     _checks.check_scalar(
-        "step_size", step_size, 0.0, np.inf,
-        "Pass the knob-free step in log-units of the hyperparameter per step "
-        f"(default {DEFAULT_STEP_SIZE}).",
+      "step_size",
+      step_size,
+      0.0,
+      np.inf,
+      "Pass the knob-free step in log-units of the hyperparameter per step "
+      f"(default {DEFAULT_STEP_SIZE}).",
     )
   return scale_free, horizon, fixed, bool(first_order), step_size
 
@@ -107,14 +107,14 @@ def _is_hessian_free(mu: Any) -> bool:
 
 
 def make_config(
-    hyper_lr_step: Any,
-    mu: Any,
-    first_order: Optional[bool],
-    step_size: Any,
-    k: int,
-    low: Any = 0.0,
-    high: Any = np.inf,
-    cut: Any = True,
+  hyper_lr_step: Any,
+  mu: Any,
+  first_order: Optional[bool],
+  step_size: Any,
+  k: int,
+  low: Any = 0.0,
+  high: Any = np.inf,
+  cut: Any = True,
 ) -> Callable[[jnp.dtype], Config]:
   """Validates the knobs; returns ``dtype -> Config`` for ``K = k``.
 
@@ -130,23 +130,23 @@ def make_config(
     True
   """
   scale_free, horizon, fixed, first_order, step_size = _mode(
-      hyper_lr_step, mu, first_order, step_size
+    hyper_lr_step, mu, first_order, step_size
   )
   hessian_free = _is_hessian_free(fixed)
 
   def config(dtype):
     vector = lambda x: jnp.broadcast_to(jnp.asarray(x, dtype), (k,))
     return Config(
-        scale_free=scale_free,
-        horizon=horizon,
-        mu=fixed,
-        hessian_free=hessian_free,
-        first_order=first_order,
-        kappa=vector(0.0 if hyper_lr_step is None else hyper_lr_step),
-        step_size=vector(step_size),
-        low=vector(low),
-        high=vector(high),
-        cut=jnp.broadcast_to(jnp.asarray(cut, bool), (k,)),
+      scale_free=scale_free,
+      horizon=horizon,
+      mu=fixed,
+      hessian_free=hessian_free,
+      first_order=first_order,
+      kappa=vector(0.0 if hyper_lr_step is None else hyper_lr_step),
+      step_size=vector(step_size),
+      low=vector(low),
+      high=vector(high),
+      cut=jnp.broadcast_to(jnp.asarray(cut, bool), (k,)),
     )
 
   return config
@@ -168,12 +168,12 @@ def _vdots(x: Any, y: Any, dtype: jnp.dtype) -> jax.Array:
   explicit sharding need no ``out_sharding``.
   """
   products = jax.tree.map(
-      lambda a, b: jnp.sum(
-          jnp.asarray(a, dtype) * jnp.asarray(b, dtype),
-          axis=tuple(range(1, jnp.ndim(a))),
-      ),
-      x,
-      y,
+    lambda a, b: jnp.sum(
+      jnp.asarray(a, dtype) * jnp.asarray(b, dtype),
+      axis=tuple(range(1, jnp.ndim(a))),
+    ),
+    x,
+    y,
   )
   k = jax.tree.leaves(x)[0].shape[0]
   return sum(jax.tree.leaves(products), jnp.zeros([k], dtype))
@@ -190,18 +190,18 @@ def inner_update_fn(factory: Callable[[jax.Array], Any], extra_args: dict):
 
 
 def step(
-    config: Config,
-    inner_update: Callable[..., Any],
-    hyper: Hyper,
-    monitor: Monitor,
-    tangent: _tangent.Tangent,
-    b: optax.Params,
-    inner_state: optax.OptState,
-    updates: optax.Updates,
-    params: optax.Params,
-    value_fn: Any,
-    val_grads: optax.Updates,
-    value: Optional[jax.Array],
+  config: Config,
+  inner_update: Callable[..., Any],
+  hyper: Hyper,
+  monitor: Monitor,
+  tangent: _tangent.Tangent,
+  b: optax.Params,
+  inner_state: optax.OptState,
+  updates: optax.Updates,
+  params: optax.Params,
+  value_fn: Any,
+  val_grads: optax.Updates,
+  value: Optional[jax.Array],
 ) -> tuple[Hyper, Monitor, jax.Array, jax.Array, _tangent.StepAndTangent]:
   """One step of the online method, for ``K`` hyperparameters at once.
 
@@ -251,22 +251,18 @@ def step(
     g = h * _rules.unconstrained_scale(hyper.value, low, high)
     m, v, n, direction = _rules.normalized_step(m, v, n, g, *MOMENT_DECAYS)
     theta_t = jnp.clip(
-        _rules.shift(hyper.value, -config.step_size * direction, low, high),
-        low, high,
+      _rules.shift(hyper.value, -config.step_size * direction, low, high),
+      low,
+      high,
     )
     beta_t = hyper.hyper_lr
   else:
     # Eq. 5 and the adaptive hyper-learning rate.
-    beta_t = _rules.next_hyper_lr(
-        hyper.hyper_lr, config.kappa, h, hyper.hypergradient
-    )
+    beta_t = _rules.next_hyper_lr(hyper.hyper_lr, config.kappa, h, hyper.hypergradient)
     theta_t = _rules.next_hyperparam(hyper.value, beta_t, h, low, high)
   # Guard: a non-finite hypergradient, or an update of beta or theta that
   # overflows, changes no hyperparameter and resets its tangent.
-  finite = (
-      jnp.isfinite(h) & jnp.isfinite(g1)
-      & jnp.isfinite(beta_t) & jnp.isfinite(theta_t)
-  )
+  finite = jnp.isfinite(h) & jnp.isfinite(g1) & jnp.isfinite(beta_t) & jnp.isfinite(theta_t)
   new = Hyper(theta_t, beta_t, mu_t, c_t, h, agreement, m, v, n)
   kept = hyper._replace(hypergradient=jnp.zeros_like(h))
   cut = jnp.zeros([], bool)
@@ -276,28 +272,30 @@ def step(
     if value is not None:
       value = jnp.asarray(value, dtype)
       ema = jnp.where(
-          monitor.loss_min < jnp.finfo(dtype).max,
-          LOSS_DECAY * monitor.loss_ema + (1 - LOSS_DECAY) * value,
-          value,
+        monitor.loss_min < jnp.finfo(dtype).max,
+        LOSS_DECAY * monitor.loss_ema + (1 - LOSS_DECAY) * value,
+        value,
       )
       cut = _rules.loss_blew_up(ema, monitor.loss_min, LOSS_GROWTH)
       # After a cut the minimum restarts from the current level, so that the
       # next cut needs another blow-up; a non-finite loss changes nothing.
       monitor = jax.tree.map(
-          lambda n_, o: jnp.where(jnp.isfinite(value), n_, o),
-          Monitor(ema, jnp.where(cut, ema, jnp.minimum(monitor.loss_min, ema))),
-          monitor,
+        lambda n_, o: jnp.where(jnp.isfinite(value), n_, o),
+        Monitor(ema, jnp.where(cut, ema, jnp.minimum(monitor.loss_min, ema))),
+        monitor,
       )
     cut = cut | ~jnp.all(finite)
     reduced = jnp.where(
-        config.cut,
-        jnp.clip(low + CUT * (hyper.value - low), low, high),
-        hyper.value,
+      config.cut,
+      jnp.clip(low + CUT * (hyper.value - low), low, high),
+      hyper.value,
     )
     zeros = jnp.zeros_like(h)
     kept = kept._replace(
-        value=jnp.where(cut, reduced, hyper.value),
-        hyper_m=zeros, hyper_v=zeros, hyper_steps=zeros,
+      value=jnp.where(cut, reduced, hyper.value),
+      hyper_m=zeros,
+      hyper_v=zeros,
+      hyper_steps=zeros,
     )
     keep = ~finite | cut
   else:
@@ -306,17 +304,15 @@ def step(
   # The inner step at theta_t and the tangent system; the tangents of the
   # hyperparameters kept back restart from zero.
   inner_step = _tangent.step_and_tangent(
-      inner_update,
-      new.value,
-      updates,
-      inner_state,
-      params,
-      tangent,
-      None if config.hessian_free else new.mu,
-      value_fn,
-      first_order=config.first_order,
-      reset=keep,
+    inner_update,
+    new.value,
+    updates,
+    inner_state,
+    params,
+    tangent,
+    None if config.hessian_free else new.mu,
+    value_fn,
+    first_order=config.first_order,
+    reset=keep,
   )
   return new, monitor, finite, cut, inner_step
-
-

@@ -74,21 +74,19 @@ def zeros_tangent(params: optax.Params, inner_state: optax.OptState) -> Tangent:
 def _to_jvp(tangent: Any) -> Any:
   """Stored tangent -> JAX tangent: integer leaves become ``float0`` zeros."""
   return jax.tree.map(
-      lambda t: t if _is_float(t) else np.zeros(jnp.shape(t), jax.dtypes.float0),
-      tangent,
+    lambda t: t if _is_float(t) else np.zeros(jnp.shape(t), jax.dtypes.float0),
+    tangent,
   )
 
 
 def _from_jvp(tangent: Any, like: Any) -> Any:
   """JAX tangent -> stored tangent, in the dtype of ``like`` (float0 -> 0)."""
   return jax.tree.map(
-      lambda t, x: (
-          jnp.zeros_like(x)
-          if t.dtype == jax.dtypes.float0
-          else jnp.asarray(t, jnp.result_type(x))
-      ),
-      tangent,
-      like,
+    lambda t, x: (
+      jnp.zeros_like(x) if t.dtype == jax.dtypes.float0 else jnp.asarray(t, jnp.result_type(x))
+    ),
+    tangent,
+    like,
   )
 
 
@@ -130,8 +128,7 @@ def _dependence(jaxpr: Any, inputs: list) -> list:
   uses = dict(zip(jaxpr.invars, inputs))
 
   def read(atom):
-    return frozenset() if isinstance(atom, jax_core.Literal) else (
-        uses.get(atom, frozenset()))
+    return frozenset() if isinstance(atom, jax_core.Literal) else (uses.get(atom, frozenset()))
 
   for eqn in jaxpr.eqns:
     args = [read(a) for a in eqn.invars]
@@ -146,12 +143,12 @@ def _dependence(jaxpr: Any, inputs: list) -> list:
 
 
 def live_state_leaves(
-    inner_update: Callable[..., tuple[optax.Updates, optax.OptState]],
-    hyperparams: jax.Array,
-    grads: optax.Updates,
-    inner_state: optax.OptState,
-    params: optax.Params,
-    first_order: bool,
+  inner_update: Callable[..., tuple[optax.Updates, optax.OptState]],
+  hyperparams: jax.Array,
+  grads: optax.Updates,
+  inner_state: optax.OptState,
+  params: optax.Params,
+  first_order: bool,
 ) -> tuple[bool, ...]:
   """Which float leaves of the inner state can have a non-zero tangent.
 
@@ -209,9 +206,9 @@ def live_state_leaves(
 
 
 def hessian_vector_product(
-    value_fn: Callable[[optax.Params], jax.Array],
-    params: optax.Params,
-    vector: optax.Params,
+  value_fn: Callable[[optax.Params], jax.Array],
+  params: optax.Params,
+  vector: optax.Params,
 ) -> optax.Params:
   """``H(params) @ vector`` by forward-over-reverse differentiation."""
   return jax.jvp(jax.grad(value_fn), (params,), (vector,))[1]
@@ -252,16 +249,16 @@ EMPTY_TANGENT = Tangent((), ())
 
 
 def step_and_tangent(
-    inner_update: Callable[..., tuple[optax.Updates, optax.OptState]],
-    hyperparams: jax.Array,
-    grads: optax.Updates,
-    inner_state: optax.OptState,
-    params: optax.Params,
-    tangent: Tangent,
-    mu: Optional[jax.Array],
-    value_fn: Optional[Callable[[optax.Params], jax.Array]],
-    first_order: bool = False,
-    reset: Optional[jax.Array] = None,
+  inner_update: Callable[..., tuple[optax.Updates, optax.OptState]],
+  hyperparams: jax.Array,
+  grads: optax.Updates,
+  inner_state: optax.OptState,
+  params: optax.Params,
+  tangent: Tangent,
+  mu: Optional[jax.Array],
+  value_fn: Optional[Callable[[optax.Params], jax.Array]],
+  first_order: bool = False,
+  reset: Optional[jax.Array] = None,
 ) -> StepAndTangent:
   """One inner step with one tangent per hyperparameter (eq. 9).
 
@@ -308,8 +305,10 @@ def step_and_tangent(
   hessian_free = mu is None
   # Only the live leaves of the inner state carry a tangent (the others stay
   # at zero, see live_state_leaves); the rest is closed over.
-  live = () if hessian_free else live_state_leaves(
-      inner_update, hyperparams, grads, inner_state, params, first_order
+  live = (
+    ()
+    if hessian_free
+    else live_state_leaves(inner_update, hyperparams, grads, inner_state, params, first_order)
   )
   s_leaves, s_def = jax.tree.flatten(inner_state)
   new_leaves = jax.tree.leaves(new_inner_state)
@@ -318,17 +317,17 @@ def step_and_tangent(
   def live_part(ds):
     ds = jax.tree.leaves(ds)
     return _repair(
-        [_from_jvp(ds[i], s_leaves[i]) for i in idx],
-        [new_leaves[i] for i in idx],
+      [_from_jvp(ds[i], s_leaves[i]) for i in idx],
+      [new_leaves[i] for i in idx],
     )
 
   def b_k(e):
     # B_t e: along theta alone, the other inputs closed over, so no zero
     # tangent is materialised and no Hessian is formed.
     _, (du, ds) = jax.jvp(
-        lambda theta: inner_update(grads, inner_state, params, theta),
-        (hyperparams,),
-        (e,),
+      lambda theta: inner_update(grads, inner_state, params, theta),
+      (hyperparams,),
+      (e,),
     )
     du, n_u = _repair(_from_jvp(du, params), updates)
     ds, n_s = live_part(ds)
@@ -351,15 +350,13 @@ def step_and_tangent(
       s_live = [s_leaves[i] for i in idx]
       if first_order:
         # H_t = 0: the gradient is a constant of the step (closed over).
-        _, (du, ds) = jax.jvp(
-            lambda s, w: step(grads, s, w), (s_live, params), (ms, mz)
-        )
+        _, (du, ds) = jax.jvp(lambda s, w: step(grads, s, w), (s_live, params), (ms, mz))
       else:
         hz = hessian_vector_product(value_fn, params, mz)
         _, (du, ds) = jax.jvp(
-            step,
-            (grads, s_live, params),
-            (optax.tree.cast_like(hz, grads), ms, mz),
+          step,
+          (grads, s_live, params),
+          (optax.tree.cast_like(hz, grads), ms, mz),
         )
       du, n_u = _repair(_from_jvp(du, params), updates)
       ds, n_s = live_part(ds)
@@ -378,18 +375,20 @@ def step_and_tangent(
       if reset is None:
         return z
       return jax.tree.map(
-          lambda x: jnp.where(
-              reset.reshape(reset.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x
-          ) if _is_float(x) else x,
-          z,
+        lambda x: (
+          jnp.where(reset.reshape(reset.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x)
+          if _is_float(x)
+          else x
+        ),
+        z,
       )
 
     (z_params, z_live), counts = map_hyperparams(
-        z_k,
-        b,
-        b_state,
-        discount(tangent.params),
-        [discount(stored[i]) for i in idx],
+      z_k,
+      b,
+      b_state,
+      discount(tangent.params),
+      [discount(stored[i]) for i in idx],
     )
     # The leaves that are not live keep their zeros: passed through, so that
     # XLA neither reads nor writes them.
@@ -399,9 +398,9 @@ def step_and_tangent(
     new_tangent = Tangent(z_params, jax.tree.unflatten(s_def, z_state))
     repaired = repaired | jnp.any(counts)
   return StepAndTangent(
-      updates=optax.tree.cast_like(updates, grads),
-      inner_state=optax.tree.cast_like(new_inner_state, inner_state),
-      tangent=new_tangent,
-      b=b,
-      repaired=repaired,
+    updates=optax.tree.cast_like(updates, grads),
+    inner_state=optax.tree.cast_like(new_inner_state, inner_state),
+    tangent=new_tangent,
+    b=b,
+    repaired=repaired,
   )

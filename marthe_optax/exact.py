@@ -120,9 +120,9 @@ class LrsOptResult(NamedTuple):
 def _check_inner(inner: Any) -> None:
   if not callable(inner) or isinstance(inner, optax.GradientTransformation):
     raise ValueError(
-        "inner must be a factory learning_rate -> GradientTransformation, such "
-        "as optax.sgd or functools.partial(optax.sgd, momentum=0.9); got "
-        f"{inner!r}. Pass optax.sgd, not optax.sgd(0.1)."
+      "inner must be a factory learning_rate -> GradientTransformation, such "
+      "as optax.sgd or functools.partial(optax.sgd, momentum=0.9); got "
+      f"{inner!r}. Pass optax.sgd, not optax.sgd(0.1)."
     )
 
 
@@ -135,8 +135,8 @@ def _check_schedule(schedule: Any, batches: Batch) -> int:
   """Returns ``T``; raises a ValueError on a malformed schedule or batches."""
   if jnp.ndim(schedule) != 1 or jnp.shape(schedule)[0] < 1:
     raise ValueError(
-        "schedule must be a non-empty 1-D array [T] of learning rates "
-        f"eta_0..eta_(T-1); got shape {jnp.shape(schedule)}."
+      "schedule must be a non-empty 1-D array [T] of learning rates "
+      f"eta_0..eta_(T-1); got shape {jnp.shape(schedule)}."
     )
   num_steps = jnp.shape(schedule)[0]
   leaves = jax.tree_util.tree_leaves_with_path(batches)
@@ -145,22 +145,22 @@ def _check_schedule(schedule: Any, batches: Batch) -> int:
   for path, leaf in leaves:
     if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != num_steps:
       raise ValueError(
-          f"Every leaf of batches needs a leading axis of length T = "
-          f"{num_steps} (step t uses batch t); batches"
-          f"{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}."
+        f"Every leaf of batches needs a leading axis of length T = "
+        f"{num_steps} (step t uses batch t); batches"
+        f"{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}."
       )
   return num_steps
 
 
 def train_with_schedule(
-    schedule: jax.Array,
-    params: optax.Params,
-    inner: InnerFactory,
-    train_loss: TrainLoss,
-    batches: Batch,
-    *,
-    checkpoint: bool = True,
-    segment_length: Optional[int] = None,
+  schedule: jax.Array,
+  params: optax.Params,
+  inner: InnerFactory,
+  train_loss: TrainLoss,
+  batches: Batch,
+  *,
+  checkpoint: bool = True,
+  segment_length: Optional[int] = None,
 ) -> tuple[optax.Params, optax.OptState]:
   """``T`` steps of ``inner`` with learning rate ``schedule[t]`` at step ``t``.
 
@@ -208,12 +208,9 @@ def train_with_schedule(
   """
   _check_inner(inner)
   num_steps = _check_schedule(schedule, batches)
-  if segment_length is not None and (
-      segment_length < 1 or num_steps % segment_length
-  ):
+  if segment_length is not None and (segment_length < 1 or num_steps % segment_length):
     raise ValueError(
-        f"segment_length must be a positive divisor of T = {num_steps}; got "
-        f"{segment_length}."
+      f"segment_length must be a positive divisor of T = {num_steps}; got {segment_length}."
     )
   schedule = jnp.asarray(schedule, _schedule_dtype(params))
   inner_state = inner(jax.lax.stop_gradient(schedule[0])).init(params)
@@ -235,28 +232,24 @@ def train_with_schedule(
     carry, _ = jax.lax.scan(step, carry, xs)
   else:
     segments = jax.tree.map(
-        lambda x: x.reshape(
-            (num_steps // segment_length, segment_length) + x.shape[1:]
-        ),
-        xs,
+      lambda x: x.reshape((num_steps // segment_length, segment_length) + x.shape[1:]),
+      xs,
     )
-    run_segment = jax.checkpoint(
-        lambda c, seg: jax.lax.scan(step, c, seg), prevent_cse=False
-    )
+    run_segment = jax.checkpoint(lambda c, seg: jax.lax.scan(step, c, seg), prevent_cse=False)
     carry, _ = jax.lax.scan(run_segment, carry, segments)
   return carry
 
 
 def schedule_objective(
-    schedule: jax.Array,
-    params: optax.Params,
-    inner: InnerFactory,
-    train_loss: TrainLoss,
-    batches: Batch,
-    objective: Objective,
-    *,
-    checkpoint: bool = True,
-    segment_length: Optional[int] = None,
+  schedule: jax.Array,
+  params: optax.Params,
+  inner: InnerFactory,
+  train_loss: TrainLoss,
+  batches: Batch,
+  objective: Objective,
+  *,
+  checkpoint: bool = True,
+  segment_length: Optional[int] = None,
 ) -> jax.Array:
   """``f_T(eta) = E(w_T(eta))`` (problem 1 of the paper), differentiable.
 
@@ -274,23 +267,28 @@ def schedule_objective(
     The scalar ``E(w_T)``.
   """
   final_params, _ = train_with_schedule(
-      schedule, params, inner, train_loss, batches,
-      checkpoint=checkpoint, segment_length=segment_length,
+    schedule,
+    params,
+    inner,
+    train_loss,
+    batches,
+    checkpoint=checkpoint,
+    segment_length=segment_length,
   )
   return objective(final_params)
 
 
 def schedule_hypergradient(
-    schedule: jax.Array,
-    params: optax.Params,
-    inner: InnerFactory,
-    train_loss: TrainLoss,
-    batches: Batch,
-    objective: Objective,
-    *,
-    mode: str = "reverse",
-    checkpoint: bool = True,
-    segment_length: Optional[int] = None,
+  schedule: jax.Array,
+  params: optax.Params,
+  inner: InnerFactory,
+  train_loss: TrainLoss,
+  batches: Batch,
+  objective: Objective,
+  *,
+  mode: str = "reverse",
+  checkpoint: bool = True,
+  segment_length: Optional[int] = None,
 ) -> ScheduleHypergradient:
   r"""The exact hypergradient ``d E(w_T) / d eta`` of a schedule (eq. 2-4).
 
@@ -347,10 +345,14 @@ def schedule_hypergradient(
   num_steps = _check_schedule(schedule, batches)
   schedule = jnp.asarray(schedule, _schedule_dtype(params))
   f = functools.partial(
-      schedule_objective,
-      params=params, inner=inner, train_loss=train_loss, batches=batches,
-      objective=objective, checkpoint=checkpoint,
-      segment_length=segment_length,
+    schedule_objective,
+    params=params,
+    inner=inner,
+    train_loss=train_loss,
+    batches=batches,
+    objective=objective,
+    checkpoint=checkpoint,
+    segment_length=segment_length,
   )
   if mode == "reverse":
     value, grad = jax.value_and_grad(f)(schedule)
@@ -359,17 +361,13 @@ def schedule_hypergradient(
     # dw_t/deta of eq. 3 (and the inner state's) along the trajectory. The
     # primal does not depend on the tangent, so it is computed once.
     basis = jnp.eye(num_steps, dtype=schedule.dtype)
-    value, grad = jax.vmap(
-        lambda v: jax.jvp(f, (schedule,), (v,)), out_axes=(None, 0)
-    )(basis)
+    value, grad = jax.vmap(lambda v: jax.jvp(f, (schedule,), (v,)), out_axes=(None, 0))(basis)
   else:
     raise ValueError(f'mode must be "reverse" or "forward"; got {mode!r}.')
   return ScheduleHypergradient(value=value, grad=grad)
 
 
-def random_minibatches(
-    data: Any, batch_size: int, num_steps: int
-) -> jax.tree_util.Partial:
+def random_minibatches(data: Any, batch_size: int, num_steps: int) -> jax.tree_util.Partial:
   """A ``sample_batches(key)`` for :func:`lrs_opt`: random epochs of ``data``.
 
   Each call draws a fresh minibatch progression: the examples are visited in a
@@ -402,28 +400,23 @@ def random_minibatches(
     >>> x.shape, y.shape
     ((6, 4, 3), (6, 4))
   """
-  lengths = {jnp.shape(x)[0] if jnp.ndim(x) else None
-             for x in jax.tree.leaves(data)}
+  lengths = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(data)}
   if len(lengths) != 1 or None in lengths:
     raise ValueError(
-        "data must be a non-empty pytree of arrays sharing their leading "
-        f"(example) axis; got leading sizes {lengths}."
+      "data must be a non-empty pytree of arrays sharing their leading "
+      f"(example) axis; got leading sizes {lengths}."
     )
   (num_examples,) = lengths
   if not 1 <= batch_size <= num_examples or num_steps < 1:
     raise ValueError(
-        f"Need 1 <= batch_size <= {num_examples} examples and num_steps >= 1; "
-        f"got batch_size={batch_size}, num_steps={num_steps}."
+      f"Need 1 <= batch_size <= {num_examples} examples and num_steps >= 1; "
+      f"got batch_size={batch_size}, num_steps={num_steps}."
     )
-  sampler = functools.partial(
-      _sample_epochs, batch_size=batch_size, num_steps=num_steps
-  )
+  sampler = functools.partial(_sample_epochs, batch_size=batch_size, num_steps=num_steps)
   return jax.tree_util.Partial(sampler, data)
 
 
-def _sample_epochs(
-    data: Any, key: jax.Array, *, batch_size: int, num_steps: int
-) -> Any:
+def _sample_epochs(data: Any, key: jax.Array, *, batch_size: int, num_steps: int) -> Any:
   num_examples = jax.tree.leaves(data)[0].shape[0]
   num_epochs = -(-num_steps * batch_size // num_examples)
   keys = jax.random.split(key, num_epochs)
@@ -446,24 +439,24 @@ DEFAULT_LOG_ADAM_LR = 0.05
 
 
 def lrs_opt(
-    schedule: jax.Array,
-    params: optax.Params,
-    inner: InnerFactory,
-    train_loss: TrainLoss,
-    sample_batches: Callable[[jax.Array], Batch],
-    objective: Objective,
-    *,
-    num_steps: int,
-    outer: Union[None, float, optax.GradientTransformation] = None,
-    key: jax.Array,
-    space: Optional[str] = None,
-    tol: Optional[float] = None,
-    window: int = 10,
-    draws: int = 1,
-    record_every: int = 1,
-    checkpoint: bool = True,
-    segment_length: Optional[int] = None,
-    callback: Optional[Callable[[int, jax.Array, jax.Array], None]] = None,
+  schedule: jax.Array,
+  params: optax.Params,
+  inner: InnerFactory,
+  train_loss: TrainLoss,
+  sample_batches: Callable[[jax.Array], Batch],
+  objective: Objective,
+  *,
+  num_steps: int,
+  outer: Union[None, float, optax.GradientTransformation] = None,
+  key: jax.Array,
+  space: Optional[str] = None,
+  tol: Optional[float] = None,
+  window: int = 10,
+  draws: int = 1,
+  record_every: int = 1,
+  checkpoint: bool = True,
+  segment_length: Optional[int] = None,
+  callback: Optional[Callable[[int, jax.Array, jax.Array], None]] = None,
 ) -> LrsOptResult:
   """LRS-OPT: gradient descent on the whole schedule (section 5).
 
@@ -585,9 +578,9 @@ def lrs_opt(
   """
   if num_steps < 1 or record_every < 1 or window < 1 or draws < 1:
     raise ValueError(
-        "num_steps, record_every, window and draws must be positive; got "
-        f"num_steps={num_steps}, record_every={record_every}, "
-        f"window={window}, draws={draws}."
+      "num_steps, record_every, window and draws must be positive; got "
+      f"num_steps={num_steps}, record_every={record_every}, "
+      f"window={window}, draws={draws}."
     )
   _check_inner(inner)
   if space is None:
@@ -602,31 +595,51 @@ def lrs_opt(
     outer_tx = optax.sgd(outer)
   schedule = jnp.asarray(schedule, _schedule_dtype(params))
   if jnp.ndim(schedule) != 1:
-    raise ValueError(
-        f"schedule must be a 1-D array [T]; got shape {jnp.shape(schedule)}."
-    )
+    raise ValueError(f"schedule must be a 1-D array [T]; got shape {jnp.shape(schedule)}.")
   if not isinstance(schedule, jax.core.Tracer):
     low = float(jnp.min(schedule))
     if low < 0 or (space == "log" and low <= 0):
       raise ValueError(
-          "The initial schedule must be non-negative (LRS-OPT works in "
-          "R_+^T), and positive in log space; its minimum is "
-          f"{low}."
+        "The initial schedule must be non-negative (LRS-OPT works in "
+        "R_+^T), and positive in log space; its minimum is "
+        f"{low}."
       )
   program = functools.partial(
-      _lrs_opt_program, inner=inner, outer_tx=outer_tx, space=space,
-      num_steps=num_steps, tol=tol, window=window, record_every=record_every,
-      draws=draws, checkpoint=checkpoint, segment_length=segment_length, callback=callback,
+    _lrs_opt_program,
+    inner=inner,
+    outer_tx=outer_tx,
+    space=space,
+    num_steps=num_steps,
+    tol=tol,
+    window=window,
+    record_every=record_every,
+    draws=draws,
+    checkpoint=checkpoint,
+    segment_length=segment_length,
+    callback=callback,
   )
-  fns = (_as_pytree(sample_batches), _as_pytree(train_loss),
-         _as_pytree(objective))
+  fns = (_as_pytree(sample_batches), _as_pytree(train_loss), _as_pytree(objective))
   out = jax.jit(program)(schedule, params, fns, key)
   return out._replace(schedule_steps=np.arange(0, num_steps, record_every))
 
 
 def _lrs_opt_program(
-    schedule, params, fns, key, *, inner, outer_tx, space, num_steps, tol,
-    window, record_every, draws, checkpoint, segment_length, callback,
+  schedule,
+  params,
+  fns,
+  key,
+  *,
+  inner,
+  outer_tx,
+  space,
+  num_steps,
+  tol,
+  window,
+  record_every,
+  draws,
+  checkpoint,
+  segment_length,
+  callback,
 ) -> LrsOptResult:
   """The outer loop of :func:`lrs_opt` as one ``lax.while_loop``."""
   sample, loss, obj = fns
@@ -643,19 +656,24 @@ def _lrs_opt_program(
   def body(c):
     i, z, outer_state = c["i"], c["z"], c["outer_state"]
     eta = to_eta(z)
-    row = jnp.where(i % record_every == 0, eta,
-                    c["history"][i // record_every])
+    row = jnp.where(i % record_every == 0, eta, c["history"][i // record_every])
     history = c["history"].at[i // record_every].set(row)
     hypergradient = lambda k: schedule_hypergradient(
-        eta, params, inner, loss, sample(k), obj,
-        mode="reverse", checkpoint=checkpoint, segment_length=segment_length,
+      eta,
+      params,
+      inner,
+      loss,
+      sample(k),
+      obj,
+      mode="reverse",
+      checkpoint=checkpoint,
+      segment_length=segment_length,
     )
     if draws == 1:
       value, grad = hypergradient(jax.random.fold_in(key, i))
     else:
       keys = jax.random.split(jax.random.fold_in(key, i), draws)
-      value, grad = jax.tree.map(lambda a: jnp.mean(a, axis=0),
-                                 jax.vmap(hypergradient)(keys))
+      value, grad = jax.tree.map(lambda a: jnp.mean(a, axis=0), jax.vmap(hypergradient)(keys))
     if log_space:
       grad = grad * eta  # dE/dlog(eta)
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
@@ -671,42 +689,50 @@ def _lrs_opt_program(
     # Windowed relative improvement per outer step after i + 1 steps.
     n = i + 1
     if 2 * window <= num_steps:
-      prev = jnp.mean(jax.lax.dynamic_slice(objectives, (n - 2 * window,),
-                                            (window,)))
-      last = jnp.mean(jax.lax.dynamic_slice(objectives, (n - window,),
-                                            (window,)))
-      rel = jnp.where(n >= 2 * window,
-                      (prev - last) / (window * jnp.abs(prev)), nan)
+      prev = jnp.mean(jax.lax.dynamic_slice(objectives, (n - 2 * window,), (window,)))
+      last = jnp.mean(jax.lax.dynamic_slice(objectives, (n - window,), (window,)))
+      rel = jnp.where(n >= 2 * window, (prev - last) / (window * jnp.abs(prev)), nan)
     else:  # too few steps for two windows: no criterion
       rel = nan
     relative = c["relative"].at[i].set(rel)
-    converged = jnp.asarray(False) if tol is None else (
-        (n >= 2 * window) & (rel < tol))
+    converged = jnp.asarray(False) if tol is None else ((n >= 2 * window) & (rel < tol))
     if callback is not None:
       jax.debug.callback(
-          lambda i, v, s, active: callback(i, v, s) if active else None,
-          i, value, to_eta(z), cond(c),
+        lambda i, v, s, active: callback(i, v, s) if active else None,
+        i,
+        value,
+        to_eta(z),
+        cond(c),
       )
     return dict(
-        i=n, z=z, outer_state=outer_state, history=history,
-        objectives=objectives, relative=relative, converged=converged,
-        nonfinite=c["nonfinite"] + (~finite).astype(jnp.int32),
+      i=n,
+      z=z,
+      outer_state=outer_state,
+      history=history,
+      objectives=objectives,
+      relative=relative,
+      converged=converged,
+      nonfinite=c["nonfinite"] + (~finite).astype(jnp.int32),
     )
 
   carry = dict(
-      i=jnp.asarray(0, jnp.int32), z=z0, outer_state=outer_tx.init(z0),
-      history=jnp.full((records, schedule.shape[0]), nan),
-      objectives=jnp.full(num_steps, nan), relative=jnp.full(num_steps, nan),
-      converged=jnp.asarray(False), nonfinite=jnp.asarray(0, jnp.int32),
+    i=jnp.asarray(0, jnp.int32),
+    z=z0,
+    outer_state=outer_tx.init(z0),
+    history=jnp.full((records, schedule.shape[0]), nan),
+    objectives=jnp.full(num_steps, nan),
+    relative=jnp.full(num_steps, nan),
+    converged=jnp.asarray(False),
+    nonfinite=jnp.asarray(0, jnp.int32),
   )
   c = jax.lax.while_loop(cond, body, carry)
   return LrsOptResult(
-      schedule=to_eta(c["z"]),
-      objectives=c["objectives"],
-      schedules=c["history"],
-      schedule_steps=jnp.arange(0, num_steps, record_every),
-      relative_improvement=c["relative"],
-      steps_taken=c["i"],
-      converged=c["converged"],
-      nonfinite_count=c["nonfinite"],
+    schedule=to_eta(c["z"]),
+    objectives=c["objectives"],
+    schedules=c["history"],
+    schedule_steps=jnp.arange(0, num_steps, record_every),
+    relative_improvement=c["relative"],
+    steps_taken=c["i"],
+    converged=c["converged"],
+    nonfinite_count=c["nonfinite"],
   )

@@ -91,12 +91,12 @@ def _split_loss(loss_fn, has_aux):
 
 
 def nnx_value_fn(
-    loss_fn: Callable[..., Any],
-    model: nnx.Module,
-    *args: Any,
-    wrt: Any = nnx.Param,
-    has_aux: bool = False,
-    **kwargs: Any,
+  loss_fn: Callable[..., Any],
+  model: nnx.Module,
+  *args: Any,
+  wrt: Any = nnx.Param,
+  has_aux: bool = False,
+  **kwargs: Any,
 ) -> Callable[[nnx.State], jax.Array]:
   """The loss of ``model`` as a function of its ``wrt`` variables only.
 
@@ -135,13 +135,13 @@ def nnx_value_fn(
 
 
 def nnx_value_and_grad(
-    loss_fn: Callable[..., Any],
-    model: nnx.Module,
-    *args: Any,
-    wrt: Any = nnx.Param,
-    has_aux: bool = False,
-    update_state: bool = True,
-    **kwargs: Any,
+  loss_fn: Callable[..., Any],
+  model: nnx.Module,
+  *args: Any,
+  wrt: Any = nnx.Param,
+  has_aux: bool = False,
+  update_state: bool = True,
+  **kwargs: Any,
 ) -> ValueAndGrad:
   """The loss of an NNX model, its gradient and its ``value_fn`` closure.
 
@@ -199,23 +199,21 @@ def nnx_value_and_grad(
 
   # Differentiate with respect to the state of nnx.Param (not a pure state):
   # nnx.Optimizer.update filters the gradient by `wrt`, which needs the types.
-  (loss, (aux, new_rest)), grads = jax.value_and_grad(forward, has_aux=True)(
-      params
-  )
+  (loss, (aux, new_rest)), grads = jax.value_and_grad(forward, has_aux=True)(params)
   if update_state:
     nnx.update(model, new_rest)
   return ValueAndGrad(value=loss, grads=grads, value_fn=value_fn, aux=aux)
 
 
 def nnx_train_step(
-    optimizer: nnx.Optimizer,
-    model: nnx.Module,
-    loss_fn: Callable[..., Any],
-    args: Iterable[Any],
-    *,
-    objective_fn: Optional[Callable[..., jax.Array]] = None,
-    objective_args: Iterable[Any] = (),
-    has_aux: bool = False,
+  optimizer: nnx.Optimizer,
+  model: nnx.Module,
+  loss_fn: Callable[..., Any],
+  args: Iterable[Any],
+  *,
+  objective_fn: Optional[Callable[..., jax.Array]] = None,
+  objective_args: Iterable[Any] = (),
+  has_aux: bool = False,
 ) -> StepOutput:
   """One MARTHE (or HD, RTHO, or any Optax) step of an NNX model, in place.
 
@@ -265,23 +263,20 @@ def nnx_train_step(
   objective = None
   if objective_fn is not None:
     # E(w_t) first, with the model's state as it is at the start of the step.
-    val = nnx_value_and_grad(
-        objective_fn, model, *objective_args, wrt=wrt, update_state=False
-    )
+    val = nnx_value_and_grad(objective_fn, model, *objective_args, wrt=wrt, update_state=False)
     extra["val_grads"] = val.grads
     objective = val.value
   train = nnx_value_and_grad(loss_fn, model, *args, wrt=wrt, has_aux=has_aux)
-  optimizer.update(
-      model, train.grads, value_fn=train.value_fn, value=train.value, **extra)
+  optimizer.update(model, train.grads, value_fn=train.value_fn, value=train.value, **extra)
   return StepOutput(loss=train.value, objective=objective, aux=train.aux)
 
 
 def value_and_grad(
-    loss_fn: Callable[..., Any],
-    params: Any,
-    *args: Any,
-    has_aux: bool = False,
-    **kwargs: Any,
+  loss_fn: Callable[..., Any],
+  params: Any,
+  *args: Any,
+  has_aux: bool = False,
+  **kwargs: Any,
 ) -> ValueAndGrad:
   """The loss, its gradient and its ``value_fn`` closure, for Linen or plain JAX.
 
@@ -308,18 +303,16 @@ def value_and_grad(
   def value_fn(p: Any) -> jax.Array:
     return fn(p, *args, **kwargs)[0]
 
-  (loss, aux), grads = jax.value_and_grad(fn, has_aux=True)(
-      params, *args, **kwargs
-  )
+  (loss, aux), grads = jax.value_and_grad(fn, has_aux=True)(params, *args, **kwargs)
   return ValueAndGrad(value=loss, grads=grads, value_fn=value_fn, aux=aux)
 
 
 def apply_gradients(
-    state: train_state_lib.TrainState,
-    *,
-    grads: Any,
-    tx_args: Optional[dict[str, Any]] = None,
-    **changes: Any,
+  state: train_state_lib.TrainState,
+  *,
+  grads: Any,
+  tx_args: Optional[dict[str, Any]] = None,
+  **changes: Any,
 ) -> train_state_lib.TrainState:
   """``TrainState.apply_gradients`` that forwards extra arguments to ``tx.update``.
 
@@ -343,17 +336,13 @@ def apply_gradients(
       this helper does not support.
   """
   if isinstance(grads, dict) and train_state_lib.OVERWRITE_WITH_GRADIENT in grads:
-    raise ValueError(
-        "apply_gradients does not support OVERWRITE_WITH_GRADIENT params."
-    )
-  updates, opt_state = state.tx.update(
-      grads, state.opt_state, state.params, **(tx_args or {})
-  )
+    raise ValueError("apply_gradients does not support OVERWRITE_WITH_GRADIENT params.")
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params, **(tx_args or {}))
   return state.replace(
-      step=state.step + 1,
-      params=optax.apply_updates(state.params, updates),
-      opt_state=opt_state,
-      **changes,
+    step=state.step + 1,
+    params=optax.apply_updates(state.params, updates),
+    opt_state=opt_state,
+    **changes,
   )
 
 
@@ -381,12 +370,12 @@ class MartheTrainState(train_state_lib.TrainState):
   """
 
   def apply_gradients(
-      self,
-      *,
-      grads: Any,
-      value_fn: Optional[Callable[[Any], jax.Array]] = None,
-      val_grads: Optional[Any] = None,
-      **changes: Any,
+    self,
+    *,
+    grads: Any,
+    value_fn: Optional[Callable[[Any], jax.Array]] = None,
+    val_grads: Optional[Any] = None,
+    **changes: Any,
   ) -> "MartheTrainState":
     """Applies ``grads``, passing ``value_fn`` and ``val_grads`` to ``tx.update``.
 

@@ -98,8 +98,7 @@ def decimated_grid(start: float, num: int, factor: float = 10.0) -> np.ndarray:
   """
   if not (np.isfinite(start) and start > 0) or num < 1 or not factor > 1:
     raise ValueError(
-        "Need start > 0, num >= 1 and factor > 1; got "
-        f"start={start}, num={num}, factor={factor}."
+      f"Need start > 0, num >= 1 and factor > 1; got start={start}, num={num}, factor={factor}."
     )
   return start / float(factor) ** np.arange(num, dtype=np.float64)
 
@@ -121,18 +120,18 @@ def divergence(losses: jax.Array, growth: float = 2.0) -> Divergence:
   nonfinite = ~jnp.all(jnp.isfinite(losses), axis=-1)
   grew = jnp.any(losses > growth * first, axis=-1)
   return Divergence(
-      diverged=nonfinite | grew,
-      final_ratio=ratio[..., -1],
-      max_ratio=jnp.max(ratio, axis=-1),
+    diverged=nonfinite | grew,
+    final_ratio=ratio[..., -1],
+    max_ratio=jnp.max(ratio, axis=-1),
   )
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size",))
 def _evaluate(
-    run: jax.tree_util.Partial,
-    candidates: jax.Array,
-    growth: jax.Array,
-    batch_size: Optional[int],
+  run: jax.tree_util.Partial,
+  candidates: jax.Array,
+  growth: jax.Array,
+  batch_size: Optional[int],
 ) -> tuple[jax.Array, Divergence]:
   """All candidates' loss curves (one vmapped program) and their divergence."""
 
@@ -140,8 +139,8 @@ def _evaluate(
     losses = jnp.asarray(run(candidate))
     if losses.ndim != 1 or losses.shape[0] < 1:
       raise ValueError(
-          "run(value) must return the per-step training losses, a non-empty "
-          f"1-D array [steps]; got shape {losses.shape}."
+        "run(value) must return the per-step training losses, a non-empty "
+        f"1-D array [steps]; got shape {losses.shape}."
       )
     return losses
 
@@ -153,14 +152,14 @@ def _evaluate(
 
 
 def select_hyper_lr_step(
-    run: Callable[[jax.Array], jax.Array],
-    candidates: Optional[Union[Sequence[float], jax.Array]] = None,
-    *,
-    start: float = 1.0,
-    num: int = 10,
-    factor: float = 10.0,
-    growth: float = 2.0,
-    batch_size: Optional[int] = None,
+  run: Callable[[jax.Array], jax.Array],
+  candidates: Optional[Union[Sequence[float], jax.Array]] = None,
+  *,
+  start: float = 1.0,
+  num: int = 10,
+  factor: float = 10.0,
+  growth: float = 2.0,
+  batch_size: Optional[int] = None,
 ) -> HyperLrSelection:
   """The paper's step-size selection: the largest value that does not diverge.
 
@@ -233,14 +232,13 @@ def select_hyper_lr_step(
     candidates = decimated_grid(start, num, factor)
   candidates = np.asarray(candidates, dtype=np.float64)
   if (
-      candidates.ndim != 1
-      or candidates.size == 0
-      or not np.all(np.isfinite(candidates))
-      or np.any(candidates < 0)
+    candidates.ndim != 1
+    or candidates.size == 0
+    or not np.all(np.isfinite(candidates))
+    or np.any(candidates < 0)
   ):
     raise ValueError(
-        "candidates must be a non-empty 1-D array of finite non-negative "
-        f"values; got {candidates!r}."
+      f"candidates must be a non-empty 1-D array of finite non-negative values; got {candidates!r}."
     )
   if not growth > 1:
     raise ValueError(f"growth must be > 1; got {growth}.")
@@ -249,22 +247,24 @@ def select_hyper_lr_step(
   # The run sees the candidates in JAX's default float dtype; the selection
   # returns the value exactly as given.
   losses, div = _evaluate(
-      run, jnp.asarray(candidates, dtype=float), jnp.asarray(growth),
-      batch_size,
+    run,
+    jnp.asarray(candidates, dtype=float),
+    jnp.asarray(growth),
+    batch_size,
   )
   diverged = np.asarray(div.diverged)
   if diverged.all():
     raise ValueError(
-        f"Every candidate diverged (tried {candidates.max():.3g} down to "
-        f"{candidates.min():.3g}, growth={growth}). Lower `start` (or pass "
-        "smaller candidates), or check the run at a step size of 0."
+      f"Every candidate diverged (tried {candidates.max():.3g} down to "
+      f"{candidates.min():.3g}, growth={growth}). Lower `start` (or pass "
+      "smaller candidates), or check the run at a step size of 0."
     )
   value = float(candidates[~diverged].max())
   return HyperLrSelection(
-      value=value,
-      candidates=candidates,
-      diverged=div.diverged,
-      final_ratio=div.final_ratio,
-      max_ratio=div.max_ratio,
-      losses=losses,
+    value=value,
+    candidates=candidates,
+    diverged=div.diverged,
+    final_ratio=div.final_ratio,
+    max_ratio=div.max_ratio,
+    losses=losses,
   )

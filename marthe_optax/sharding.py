@@ -56,23 +56,23 @@ def _default_replicated(leaves: list[Any]) -> jax.sharding.Sharding:
     if isinstance(sharding, jax.sharding.SingleDeviceSharding):
       return sharding
   raise ValueError(
-      "Cannot infer the replicated sharding from the params' shardings "
-      f"{leaves[:3]!r}...: pass replicated=NamedSharding(mesh, "
-      "PartitionSpec()) (the sharding of the scalar state leaves)."
+    "Cannot infer the replicated sharding from the params' shardings "
+    f"{leaves[:3]!r}...: pass replicated=NamedSharding(mesh, "
+    "PartitionSpec()) (the sharding of the scalar state leaves)."
   )
 
 
 def _with_leading_axis(
-    sharding: jax.sharding.Sharding, replicated: jax.sharding.Sharding
+  sharding: jax.sharding.Sharding, replicated: jax.sharding.Sharding
 ) -> jax.sharding.Sharding:
   """``sharding`` for an array with one more leading axis, not split."""
   if isinstance(sharding, NamedSharding):
     if not sharding.spec:  # P(): replicated at any rank
       return sharding
     return NamedSharding(
-        sharding.mesh,
-        PartitionSpec(None, *sharding.spec),
-        memory_kind=sharding.memory_kind,
+      sharding.mesh,
+      PartitionSpec(None, *sharding.spec),
+      memory_kind=sharding.memory_kind,
     )
   if sharding.is_fully_replicated:  # e.g. SingleDeviceSharding: any rank
     return sharding
@@ -88,7 +88,7 @@ def _is_leaf(node: Any) -> bool:
 
 
 def _is_suffix(suffix: KeyPath, path: KeyPath) -> bool:
-  return 0 < len(suffix) <= len(path) and tuple(path[-len(suffix):]) == suffix
+  return 0 < len(suffix) <= len(path) and tuple(path[-len(suffix) :]) == suffix
 
 
 def _view(node: Any) -> Optional[Any]:
@@ -104,9 +104,7 @@ def _view(node: Any) -> Optional[Any]:
     return None
   view = unseal()
   leaves, view_leaves = jax.tree.leaves(node), jax.tree.leaves(view)
-  if len(leaves) != len(view_leaves) or any(
-      a is not b for a, b in zip(leaves, view_leaves)
-  ):
+  if len(leaves) != len(view_leaves) or any(a is not b for a, b in zip(leaves, view_leaves)):
     return None
   return view
 
@@ -176,8 +174,9 @@ class _Params:
   def by_path(self, path: KeyPath, shape: Shape) -> Optional[jax.sharding.Sharding]:
     """The sharding of the param whose key path ends ``path`` (the longest)."""
     found = [
-        (len(p), i) for i, p in enumerate(self.paths)
-        if _is_suffix(p, path) and self.fits(i, shape) is not None
+      (len(p), i)
+      for i, p in enumerate(self.paths)
+      if _is_suffix(p, path) and self.fits(i, shape) is not None
     ]
     if not found:
       return None
@@ -197,23 +196,17 @@ class _Params:
       batched = self.fits(i, shape)
       if batched is not None and (not batched or param):
         found.append(self.sharding(i, batched))
-    if not found or any(
-        not s.is_equivalent_to(found[0], len(shape)) for s in found[1:]
-    ):
+    if not found or any(not s.is_equivalent_to(found[0], len(shape)) for s in found[1:]):
       return None
     return found[0]
 
 
-def _visit(node: Any, path: KeyPath, hidden: bool, params: _Params,
-           out: list[_Leaf]) -> None:
+def _visit(node: Any, path: KeyPath, hidden: bool, params: _Params, out: list[_Leaf]) -> None:
   """Appends the leaves of ``node`` to ``out`` in ``jax.tree.leaves`` order."""
   copy = params.copy(node)
   if copy is not None:
-    for (leaf_path, leaf), sharding in zip(
-        jax.tree_util.tree_leaves_with_path(node), copy
-    ):
-      out.append(_Leaf(path + tuple(leaf_path), tuple(np.shape(leaf)), False,
-                       sharding))
+    for (leaf_path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(node), copy):
+      out.append(_Leaf(path + tuple(leaf_path), tuple(np.shape(leaf)), False, sharding))
     return
   if _is_leaf(node):
     out.append(_Leaf(path, tuple(np.shape(node)), hidden))
@@ -222,20 +215,17 @@ def _visit(node: Any, path: KeyPath, hidden: bool, params: _Params,
   if view is not None:
     _visit(view, path, _is_leaf(view), params, out)
     return
-  children, _ = jax.tree_util.tree_flatten_with_path(
-      node, is_leaf=lambda x: x is not node
-  )
+  children, _ = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
   for (key,), child in children:
-    _visit(child, path + (key,), isinstance(key, jax.tree_util.FlattenedIndexKey),
-           params, out)
+    _visit(child, path + (key,), isinstance(key, jax.tree_util.FlattenedIndexKey), params, out)
 
 
 def state_sharding(
-    state: optax.OptState,
-    params: optax.Params,
-    params_sharding: Optional[Any] = None,
-    *,
-    replicated: Optional[jax.sharding.Sharding] = None,
+  state: optax.OptState,
+  params: optax.Params,
+  params_sharding: Optional[Any] = None,
+  *,
+  replicated: Optional[jax.sharding.Sharding] = None,
 ) -> Any:
   """The sharding of an optimizer state whose param-shaped parts follow the params.
 
@@ -326,18 +316,18 @@ def state_sharding(
     shardings = [getattr(p, "sharding", None) for p in jax.tree.leaves(params)]
     if any(s is None for s in shardings):
       raise ValueError(
-          "params carry no sharding: pass params_sharding (a tree of "
-          "NamedSharding shaped like params, or one sharding), or params placed "
-          "with jax.device_put(params, sharding)."
+        "params carry no sharding: pass params_sharding (a tree of "
+        "NamedSharding shaped like params, or one sharding), or params placed "
+        "with jax.device_put(params, sharding)."
       )
     params_sharding = jax.tree.unflatten(params_treedef, shardings)
   if isinstance(params_sharding, jax.sharding.Sharding):
     params_sharding = jax.tree.map(lambda _: params_sharding, params)
   if jax.tree.structure(params_sharding) != params_treedef:
     raise ValueError(
-        "params_sharding must have the structure of params. Got\n"
-        f"  params_sharding: {jax.tree.structure(params_sharding)}\n"
-        f"  params: {params_treedef}"
+      "params_sharding must have the structure of params. Got\n"
+      f"  params_sharding: {jax.tree.structure(params_sharding)}\n"
+      f"  params: {params_treedef}"
     )
   if replicated is None:
     replicated = _default_replicated(jax.tree.leaves(params_sharding))
@@ -351,15 +341,13 @@ def state_sharding(
         leaf.sharding = layout.by_shape(leaf.shape)
     if leaf.sharding is None:
       leaf.sharding = replicated
-  return jax.tree.unflatten(
-      jax.tree.structure(state), [leaf.sharding for leaf in leaves]
-  )
+  return jax.tree.unflatten(jax.tree.structure(state), [leaf.sharding for leaf in leaves])
 
 
 def fsdp_sharding(
-    params: optax.Params,
-    mesh: Union[jax.sharding.Mesh, jax.sharding.AbstractMesh],
-    axis: Optional[AxisName] = None,
+  params: optax.Params,
+  mesh: Union[jax.sharding.Mesh, jax.sharding.AbstractMesh],
+  axis: Optional[AxisName] = None,
 ) -> Any:
   """Fully sharded params: each leaf split along its largest divisible dimension.
 

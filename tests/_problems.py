@@ -11,21 +11,26 @@ from marthe_lab import loop
 from marthe_lab import models
 
 INNERS = {
-    "sgd": optax.sgd,
-    "momentum": functools.partial(optax.sgd, momentum=0.9),
-    "nesterov": functools.partial(optax.sgd, momentum=0.9, nesterov=True),
-    "adam": optax.adam,
-    "adamw": functools.partial(optax.adamw, weight_decay=0.1),
-    "chain": lambda lr: optax.chain(
-        optax.clip_by_global_norm(1.0), optax.add_decayed_weights(1e-2),
-        optax.sgd(lr, momentum=0.5),
-    ),
+  "sgd": optax.sgd,
+  "momentum": functools.partial(optax.sgd, momentum=0.9),
+  "nesterov": functools.partial(optax.sgd, momentum=0.9, nesterov=True),
+  "adam": optax.adam,
+  "adamw": functools.partial(optax.adamw, weight_decay=0.1),
+  "chain": lambda lr: optax.chain(
+    optax.clip_by_global_norm(1.0),
+    optax.add_decayed_weights(1e-2),
+    optax.sgd(lr, momentum=0.5),
+  ),
 }
 
 # A learning rate at which each inner optimizer makes visible progress.
 LEARNING_RATES = {
-    "sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 0.01,
-    "adamw": 0.01, "chain": 0.1,
+  "sgd": 0.1,
+  "momentum": 0.05,
+  "nesterov": 0.05,
+  "adam": 0.01,
+  "adamw": 0.01,
+  "chain": 0.1,
 }
 
 
@@ -75,11 +80,9 @@ def train_step(tx, problem, params, state, t, use_val=True, **extra):
   The lab's step builder fed ``value_fn`` and, with ``use_val``, the
   gradient of the whole-validation-set loss; ``extra`` goes to ``update``.
   """
-  step = loop.make_step(tx, lambda p, batch: loss(p, *batch),
-                        ("value_fn", "val_grads"))
+  step = loop.make_step(tx, lambda p, batch: loss(p, *batch), ("value_fn", "val_grads"))
   val_batch = (problem.x_val, problem.y_val) if use_val else None
-  params, state, _, _ = step(params, state, (problem.xs[t], problem.ys[t]),
-                             val_batch, **extra)
+  params, state, _, _ = step(params, state, (problem.xs[t], problem.ys[t]), val_batch, **extra)
   return params, state
 
 
@@ -94,14 +97,14 @@ def run(tx, problem, steps=None, use_val=True, jit=True):
   for t in range(steps):
     params, state = step(params, state, t)
     trace.append(
-        {k: optax.tree.get(state, k)
-         for k in ("learning_rate", "hyper_lr", "mu", "hypergradient")}
+      {k: optax.tree.get(state, k) for k in ("learning_rate", "hyper_lr", "mu", "hypergradient")}
     )
   return params, state, jax.tree.map(lambda *v: jnp.stack(v), *trace)
 
 
-def unrolled_directional_derivative(inner, problem, eta0, mu, t, schedule=None,
-                                    fixed_gradients=False):
+def unrolled_directional_derivative(
+  inner, problem, eta0, mu, t, schedule=None, fixed_gradients=False
+):
   """d/d eps E(w_t) when step i of an unrolled Optax loop uses the learning rate
   ``(eta0 + eps * mu**(t-1-i)) * schedule(i)`` (``schedule`` 1 when ``None``).
 
@@ -133,10 +136,14 @@ def dead_relu_problem():
   """A ReLU net whose first layer is dead (bias -3): its weights' gradients
   are all exactly 0, so Adam's second moment stays 0 there."""
   key = jax.random.PRNGKey(0)
-  params = {"w1": jax.random.normal(key, (5, 16)), "b1": jnp.full(16, -3.0),
-            "w2": jax.random.normal(key, (16, 3))}
+  params = {
+    "w1": jax.random.normal(key, (5, 16)),
+    "b1": jnp.full(16, -3.0),
+    "w2": jax.random.normal(key, (16, 3)),
+  }
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
   y = jnp.arange(8) % 3
   dead_loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
-      jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"], y).mean()
+    jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"], y
+  ).mean()
   return params, dead_loss

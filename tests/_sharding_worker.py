@@ -58,9 +58,7 @@ def force_host_devices(n: int) -> None:
     raise RuntimeError("force_host_devices must run before importing jax.")
   flags = os.environ.get("XLA_FLAGS", "")
   flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", flags)
-  os.environ["XLA_FLAGS"] = (
-      f"{flags} --xla_force_host_platform_device_count={n}".strip()
-  )
+  os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
   os.environ["JAX_PLATFORMS"] = "cpu"
 
 
@@ -86,12 +84,12 @@ from marthe_lab.sharded import SCALARS, init_mlp, loss, make_data, train_step
 SIZES = (48, 32, 32, 32, 10)  # the section-5 MLP (784-500-500-500-10), small
 BATCH = 32
 LEARNERS = {
-    # name: (inner factory, eta_0, kappa); kappa makes eta move several-fold
-    # within 50 steps, with no non-finite hypergradient.
-    "sgd": (optax.sgd, 0.05, 1e-4),
-    # eps_root > 0 keeps Adam differentiable where nu = 0 (weights of dead ReLU
-    # units have exactly zero gradients): d sqrt(nu) / d nu is infinite at 0.
-    "adam": (functools.partial(optax.adam, eps_root=1e-8), 1e-3, 1e-9),
+  # name: (inner factory, eta_0, kappa); kappa makes eta move several-fold
+  # within 50 steps, with no non-finite hypergradient.
+  "sgd": (optax.sgd, 0.05, 1e-4),
+  # eps_root > 0 keeps Adam differentiable where nu = 0 (weights of dead ReLU
+  # units have exactly zero gradients): d sqrt(nu) / d nu is infinite at 0.
+  "adam": (functools.partial(optax.adam, eps_root=1e-8), 1e-3, 1e-9),
 }
 CALLBACK_PATTERN = re.compile(r"callback", re.IGNORECASE)
 
@@ -101,9 +99,9 @@ def layouts(mesh: jax.sharding.Mesh, params) -> dict:
   batch = NamedSharding(mesh, P(mesh.axis_names[0]))
   replicated = NamedSharding(mesh, P())
   return {
-      "single": None,
-      "dp": (jax.tree.map(lambda _: replicated, params), batch),
-      "fsdp": (mo_sharding.fsdp_sharding(params, mesh), batch),
+    "single": None,
+    "dp": (jax.tree.map(lambda _: replicated, params), batch),
+    "fsdp": (mo_sharding.fsdp_sharding(params, mesh), batch),
   }
 
 
@@ -133,9 +131,7 @@ def params_rel_err(a, b) -> float:
 def sharding_mismatches(tree, expected, where: str) -> list[str]:
   """Leaves of ``tree`` whose sharding is not equivalent to ``expected``'s."""
   out = []
-  for (path, x), s in zip(
-      jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(expected)
-  ):
+  for (path, x), s in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(expected)):
     if not x.sharding.is_equivalent_to(s, x.ndim):
       out.append(f"{where}{jax.tree_util.keystr(path)}: {x.sharding} != {s}")
   return out
@@ -153,40 +149,38 @@ def check_state_sharding(state: mo.MartheState, params_sharding, inner) -> dict:
   mismatches += sharding_mismatches(state.b.unseal(), params_sharding, "b")
   # The inner state's param-shaped parts, located by Optax's own tree_map_params.
   for name, tree in (
-      ("inner_state", state.inner_state.unseal()),
-      ("tangent.inner_state", tangent.inner_state),
+    ("inner_state", state.inner_state.unseal()),
+    ("tangent.inner_state", tangent.inner_state),
   ):
     flagged = optax.tree_map_params(
-        inner(0.1),
-        lambda x, s: (x, s),
-        tree,
-        params_sharding,
-        transform_non_params=lambda x: (x, None),
+      inner(0.1),
+      lambda x, s: (x, s),
+      tree,
+      params_sharding,
+      transform_non_params=lambda x: (x, None),
     )
     for path, (x, s) in jax.tree_util.tree_leaves_with_path(
-        flagged, is_leaf=lambda v: isinstance(v, tuple) and len(v) == 2
+      flagged, is_leaf=lambda v: isinstance(v, tuple) and len(v) == 2
     ):
       if not isinstance(x, jax.Array):
         continue  # e.g. optax.EmptyState
       s = s if s is not None else NamedSharding(params_mesh(params_sharding), P())
       if not x.sharding.is_equivalent_to(s, x.ndim):
         mismatches.append(f"{name}{jax.tree_util.keystr(path)}: {x.sharding} != {s}")
-  scalars = {
-      name: getattr(state, name)
-      for name in ("count", "nonfinite_count", "c") + SCALARS
-  }
+  scalars = {name: getattr(state, name) for name in ("count", "nonfinite_count", "c") + SCALARS}
   not_replicated = [n for n, x in scalars.items() if not x.sharding.is_fully_replicated]
   # Every device holds the same value, bit for bit.
   unequal = [
-      n for n, x in scalars.items()
-      if len({np.asarray(s.data).tobytes() for s in x.addressable_shards}) != 1
+    n
+    for n, x in scalars.items()
+    if len({np.asarray(s.data).tobytes() for s in x.addressable_shards}) != 1
   ]
   n_devices = {n: len(x.sharding.device_set) for n, x in scalars.items()}
   return dict(
-      mismatches=mismatches,
-      scalars_not_replicated=not_replicated,
-      scalars_unequal_across_devices=unequal,
-      scalar_devices=min(n_devices.values()),
+    mismatches=mismatches,
+    scalars_not_replicated=not_replicated,
+    scalars_unequal_across_devices=unequal,
+    scalar_devices=min(n_devices.values()),
   )
 
 
@@ -203,15 +197,15 @@ def run_layout(tx, params0, train, val, layout, steps: int, key: str) -> dict:
     params_sharding, batch_sharding = layout
     params = jax.device_put(params0, params_sharding)
     state_sharding = mo_sharding.state_sharding(
-        jax.eval_shape(tx.init, params), params, params_sharding
+      jax.eval_shape(tx.init, params), params, params_sharding
     )
     state = jax.jit(tx.init, out_shardings=state_sharding)(params)
     put_batch = lambda x: jax.device_put(x, batch_sharding)
     jitted = jax.jit(
-        step,
-        in_shardings=(params_sharding, state_sharding, batch_sharding, batch_sharding),
-        out_shardings=(params_sharding, state_sharding, state_sharding.learning_rate),
-        donate_argnums=(0, 1),
+      step,
+      in_shardings=(params_sharding, state_sharding, batch_sharding, batch_sharding),
+      out_shardings=(params_sharding, state_sharding, state_sharding.learning_rate),
+      donate_argnums=(0, 1),
     )
   val_batch = put_batch(val)
   batch0 = put_batch((train[0][0], train[1][0]))
@@ -231,20 +225,17 @@ def run_layout(tx, params0, train, val, layout, steps: int, key: str) -> dict:
   jax.block_until_ready((params, state))
   run_s = time.perf_counter() - t0
   out = dict(
-      params=params,
-      state=state,
-      trajectory={
-          k: np.asarray(jnp.stack([m[k] for m in metrics])).tolist()
-          for k in metrics[0]
-      },
-      host_callbacks=sorted(set(host_callbacks(hlo) + host_callbacks(lowered.as_text()))),
-      custom_calls=custom_call_targets(hlo),
-      collectives={
-          op: len(re.findall(rf"\b{op}(?:-start)?\(", hlo))
-          for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all")
-      },
-      compile_s=compile_s,
-      run_s=run_s,
+    params=params,
+    state=state,
+    trajectory={k: np.asarray(jnp.stack([m[k] for m in metrics])).tolist() for k in metrics[0]},
+    host_callbacks=sorted(set(host_callbacks(hlo) + host_callbacks(lowered.as_text()))),
+    custom_calls=custom_call_targets(hlo),
+    collectives={
+      op: len(re.findall(rf"\b{op}(?:-start)?\(", hlo))
+      for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all")
+    },
+    compile_s=compile_s,
+    run_s=run_s,
   )
   if layout is not None:
     out["sharding"] = check_state_sharding(state, layout[0], LEARNERS[key][0])
@@ -257,7 +248,7 @@ def detector_sanity() -> list[str]:
   f = jax.jit(lambda x: (jax.debug.callback(lambda v: None, x), 2 * x)[1])
   lowered = f.lower(jnp.ones(3))
   return sorted(
-      set(host_callbacks(lowered.compile().as_text()) + host_callbacks(lowered.as_text()))
+    set(host_callbacks(lowered.compile().as_text()) + host_callbacks(lowered.as_text()))
   )
 
 
@@ -267,17 +258,15 @@ def update_all_gathers(mesh: jax.sharding.Mesh, params0) -> list[str]:
   With an elementwise loss nothing in the update needs a whole parameter on
   one device: the dot products are local partial sums and one all-reduce.
   """
-  sharding = jax.tree.map(
-      lambda x: NamedSharding(mesh, P(*[None] * (x.ndim - 1), "data")), params0
-  )
+  sharding = jax.tree.map(lambda x: NamedSharding(mesh, P(*[None] * (x.ndim - 1), "data")), params0)
   params = jax.device_put(
-      jax.tree.map(lambda x: np.ones((x.shape[:-1] + (8 * mesh.size,))), params0),
-      jax.tree.map(lambda s: s, sharding),
+    jax.tree.map(lambda x: np.ones((x.shape[:-1] + (8 * mesh.size,))), params0),
+    jax.tree.map(lambda s: s, sharding),
   )
   tx = mo.marthe(optax.sgd, learning_rate=0.1, hyper_lr_step=1e-3)
   state = jax.jit(
-      tx.init,
-      out_shardings=mo_sharding.state_sharding(jax.eval_shape(tx.init, params), params),
+    tx.init,
+    out_shardings=mo_sharding.state_sharding(jax.eval_shape(tx.init, params), params),
   )(params)
   quadratic = lambda p: 0.5 * optax.tree.norm(p, squared=True)
   update = lambda g, s, p, v: tx.update(g, s, p, value_fn=quadratic, val_grads=v)
@@ -292,9 +281,7 @@ def explicit_mode(params0, train, val, steps: int) -> dict:
   (``jax.sharding.reshard``); MARTHE's state and update need nothing more.
   Returns the learning rates of ``steps`` steps, or the error raised.
   """
-  mesh = jax.make_mesh(
-      (len(jax.devices()),), ("data",), (jax.sharding.AxisType.Explicit,)
-  )
+  mesh = jax.make_mesh((len(jax.devices()),), ("data",), (jax.sharding.AxisType.Explicit,))
   inner, eta0, kappa = LEARNERS["sgd"]
   tx = mo.marthe(inner, learning_rate=eta0, hyper_lr_step=kappa)
 
@@ -311,10 +298,8 @@ def explicit_mode(params0, train, val, steps: int) -> dict:
     with jax.set_mesh(mesh):
       params = jax.device_put(params0, mo_sharding.fsdp_sharding(params0, mesh))
       state = jax.jit(
-          tx.init,
-          out_shardings=mo_sharding.state_sharding(
-              jax.eval_shape(tx.init, params), params
-          ),
+        tx.init,
+        out_shardings=mo_sharding.state_sharding(jax.eval_shape(tx.init, params), params),
       )(params)
       batch_sharding = NamedSharding(mesh, P("data"))
       val_batch = jax.device_put(val, batch_sharding)
@@ -324,9 +309,7 @@ def explicit_mode(params0, train, val, steps: int) -> dict:
         batch = jax.device_put((train[0][t], train[1][t]), batch_sharding)
         params, state = jax.block_until_ready(jitted(params, state, batch, val_batch))
         lrs.append(float(state.learning_rate))
-      sharding = check_state_sharding(
-          state, mo_sharding.fsdp_sharding(params0, mesh), inner
-      )
+      sharding = check_state_sharding(state, mo_sharding.fsdp_sharding(params0, mesh), inner)
     return dict(error=None, learning_rate=lrs, mismatches=sharding["mismatches"])
   except Exception as e:  # pylint: disable=broad-except
     return dict(error=f"{type(e).__name__}: {str(e)[:400]}")
@@ -336,15 +319,14 @@ def multi_learners(layers: int) -> dict:
   """``marthe_multi`` with ``K = 2`` (AdamW) and ``K = 4`` (a rate per layer)."""
   labels = {f"dense_{i}": {"w": f"dense_{i}", "b": f"dense_{i}"} for i in range(layers)}
   return {
-      "adamw_k2": mo.marthe_multi(
-          functools.partial(optax.adamw, eps_root=1e-8),
-          {"learning_rate": 1e-3, "weight_decay": 1e-4},
-      ),
-      f"per_group_k{layers}": mo.marthe_multi(
-          mo.per_group(functools.partial(optax.sgd, momentum=0.9), labels),
-          {"learning_rate": {group: 0.02 for group in sorted(set(
-              jax.tree.leaves(labels)))}},
-      ),
+    "adamw_k2": mo.marthe_multi(
+      functools.partial(optax.adamw, eps_root=1e-8),
+      {"learning_rate": 1e-3, "weight_decay": 1e-4},
+    ),
+    f"per_group_k{layers}": mo.marthe_multi(
+      mo.per_group(functools.partial(optax.sgd, momentum=0.9), labels),
+      {"learning_rate": {group: 0.02 for group in sorted(set(jax.tree.leaves(labels)))}},
+    ),
   }
 
 
@@ -354,9 +336,7 @@ def _seals(node) -> bool:
 
 def unsealed(tree):
   """``tree`` with each sealing node replaced by the tree it holds (same leaves)."""
-  return jax.tree.map(
-      lambda x: unsealed(x.unseal()) if _seals(x) else x, tree, is_leaf=_seals
-  )
+  return jax.tree.map(lambda x: unsealed(x.unseal()) if _seals(x) else x, tree, is_leaf=_seals)
 
 
 def slice_report(state, params0, params_sharding, k: int) -> dict:
@@ -371,21 +351,24 @@ def slice_report(state, params0, params_sharding, k: int) -> dict:
   mesh = params_mesh(params_sharding)
   replicated = NamedSharding(mesh, P())
   by_path = {
-      jax.tree_util.keystr(path): (np.shape(p), s)
-      for (path, p), s in zip(
-          jax.tree_util.tree_leaves_with_path(params0), jax.tree.leaves(params_sharding)
-      )
+    jax.tree_util.keystr(path): (np.shape(p), s)
+    for (path, p), s in zip(
+      jax.tree_util.tree_leaves_with_path(params0), jax.tree.leaves(params_sharding)
+    )
   }
   tree = unsealed(state)
-  masked = jax.tree.leaves(jax.tree.map(
+  masked = jax.tree.leaves(
+    jax.tree.map(
       lambda x: jax.tree.map(lambda _: True, x) if isinstance(x, optax.MaskedState) else False,
-      tree, is_leaf=lambda x: isinstance(x, optax.MaskedState),
-  ))
+      tree,
+      is_leaf=lambda x: isinstance(x, optax.MaskedState),
+    )
+  )
   device = jax.devices()[0]
-  kinds = {kind: dict(leaves=0, param_split=0, split=0)
-           for kind in ("stacked", "masked", "param", "other")}
-  out = dict(mismatches=[], bytes_per_device=0, bytes_total=0, bytes_ideal=0,
-             bytes_replicated=0)
+  kinds = {
+    kind: dict(leaves=0, param_split=0, split=0) for kind in ("stacked", "masked", "param", "other")
+  }
+  out = dict(mismatches=[], bytes_per_device=0, bytes_total=0, bytes_ideal=0, bytes_replicated=0)
   leaves = jax.tree_util.tree_leaves_with_path(tree)
   assert len(leaves) == len(masked) == len(jax.tree.leaves(state))
   for (path, x), in_masked in zip(leaves, masked):
@@ -443,15 +426,15 @@ def multi_case(mesh, params0, train, val, tx, steps: int) -> dict:
     else:
       params = jax.device_put(params0, params_sharding)
       state_sharding = mo_sharding.state_sharding(
-          jax.eval_shape(tx.init, params), params, params_sharding
+        jax.eval_shape(tx.init, params), params, params_sharding
       )
       state = jax.jit(tx.init, out_shardings=state_sharding)(params)
       put_batch = lambda x: jax.device_put(x, batch_sharding)
       jitted = jax.jit(
-          step,
-          in_shardings=(params_sharding, state_sharding, batch_sharding, batch_sharding),
-          out_shardings=(params_sharding, state_sharding, NamedSharding(mesh, P())),
-          donate_argnums=(0, 1),
+        step,
+        in_shardings=(params_sharding, state_sharding, batch_sharding, batch_sharding),
+        out_shardings=(params_sharding, state_sharding, NamedSharding(mesh, P())),
+        donate_argnums=(0, 1),
       )
     val_batch = put_batch(val)
     logs = []
@@ -460,24 +443,24 @@ def multi_case(mesh, params0, train, val, tx, steps: int) -> dict:
       params, state, log = jitted(params, state, batch, val_batch)
       logs.append(jax.block_until_ready(log))  # see run_layout
     runs[layout] = dict(
-        params=params, state=state,
-        log={name: np.asarray([float(g[name]) for g in logs]) for name in logs[0]},
+      params=params,
+      state=state,
+      log={name: np.asarray([float(g[name]) for g in logs]) for name in logs[0]},
     )
   single, fsdp = runs["single"], runs["fsdp"]
   k = len(single["state"].mu)
   names = [n for n in single["log"] if not n.endswith("count")]
   hyper = [n for n in names if "/" not in n or n.startswith("learning_rate/")]
   out = dict(
-      k=k,
-      rel_err={n: rel_err(fsdp["log"][n], single["log"][n]) for n in names},
-      params_rel_err=params_rel_err(fsdp["params"], single["params"]),
-      counters={n: int(single["log"][n][-1]) for n in single["log"] if n.endswith("count")},
-      # How far each hyperparameter moved (max |log(theta_t / theta_0)|).
-      hyper_moved={
-          n: float(np.max(np.abs(np.log(single["log"][n] / single["log"][n][0]))))
-          for n in hyper
-      },
-      params_mismatches=sharding_mismatches(fsdp["params"], params_sharding, "params"),
+    k=k,
+    rel_err={n: rel_err(fsdp["log"][n], single["log"][n]) for n in names},
+    params_rel_err=params_rel_err(fsdp["params"], single["params"]),
+    counters={n: int(single["log"][n][-1]) for n in single["log"] if n.endswith("count")},
+    # How far each hyperparameter moved (max |log(theta_t / theta_0)|).
+    hyper_moved={
+      n: float(np.max(np.abs(np.log(single["log"][n] / single["log"][n][0])))) for n in hyper
+    },
+    params_mismatches=sharding_mismatches(fsdp["params"], params_sharding, "params"),
   )
   out.update(slice_report(fsdp["state"], params0, params_sharding, k))
   return out
@@ -498,15 +481,15 @@ def main(args) -> dict:
   if n != args.devices:
     raise RuntimeError(f"asked for {args.devices} devices, JAX sees {n}")
   mesh = jax.sharding.Mesh(
-      np.array(jax.devices()), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
+    np.array(jax.devices()), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
   )
   key = jax.random.key(0)
   params0 = jax.tree.map(np.asarray, init_mlp(key, SIZES))
   train, val = make_data(jax.random.fold_in(key, 1), args.steps, SIZES, BATCH)
   result = {"devices": n, "steps": args.steps, "cases": {}}
   result["multi"] = {
-      name: multi_case(mesh, params0, train, val, tx, args.steps)
-      for name, tx in multi_learners(len(SIZES) - 1).items()
+    name: multi_case(mesh, params0, train, val, tx, args.steps)
+    for name, tx in multi_learners(len(SIZES) - 1).items()
   }
   if args.part == "multi":
     result["seconds"] = time.perf_counter() - start
@@ -514,20 +497,19 @@ def main(args) -> dict:
   for name, (inner, eta0, kappa) in LEARNERS.items():
     tx = mo.marthe(inner, learning_rate=eta0, hyper_lr_step=kappa)
     runs = {
-        layout_name: run_layout(tx, params0, train, val, layout, args.steps, name)
-        for layout_name, layout in layouts(mesh, params0).items()
+      layout_name: run_layout(tx, params0, train, val, layout, args.steps, name)
+      for layout_name, layout in layouts(mesh, params0).items()
     }
     for layout_name, run in runs.items():
       trajectory = run["trajectory"]
       case = {
-          k: run[k]
-          for k in ("host_callbacks", "custom_calls", "collectives", "compile_s", "run_s")
+        k: run[k] for k in ("host_callbacks", "custom_calls", "collectives", "compile_s", "run_s")
       }
       case.update(
-          learning_rate=trajectory["learning_rate"],
-          mu_range=[min(trajectory["mu"]), max(trajectory["mu"])],
-          hyper_lr_max=max(trajectory["hyper_lr"]),
-          nonfinite_count=int(run["state"].nonfinite_count),
+        learning_rate=trajectory["learning_rate"],
+        mu_range=[min(trajectory["mu"]), max(trajectory["mu"])],
+        hyper_lr_max=max(trajectory["hyper_lr"]),
+        nonfinite_count=int(run["state"].nonfinite_count),
       )
       if layout_name != "single":
         case["rel_err"] = rel_errs(run, runs["single"])

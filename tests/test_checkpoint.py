@@ -35,10 +35,10 @@ def _data():
 def _params():
   k1, k2 = jax.random.split(jax.random.key(1))
   return {
-      "w1": jax.random.normal(k1, (DIM, HIDDEN)) / DIM**0.5,
-      "b1": jnp.zeros(HIDDEN),
-      "w2": jax.random.normal(k2, (HIDDEN, CLASSES)) / HIDDEN**0.5,
-      "b2": jnp.zeros(CLASSES),
+    "w1": jax.random.normal(k1, (DIM, HIDDEN)) / DIM**0.5,
+    "b1": jnp.zeros(HIDDEN),
+    "w2": jax.random.normal(k2, (HIDDEN, CLASSES)) / HIDDEN**0.5,
+    "b2": jnp.zeros(CLASSES),
   }
 
 
@@ -62,10 +62,12 @@ def _make_step(tx):
     i, j = _batch(t)
     value, grads = jax.value_and_grad(_loss)(params, x_train[i], y_train[i])
     updates, state = tx.update(
-        grads, state, params,
-        value_fn=lambda p: _loss(p, x_train[i], y_train[i]),
-        val_grads=jax.grad(_loss)(params, x_val[j], y_val[j]),
-        value=value,
+      grads,
+      state,
+      params,
+      value_fn=lambda p: _loss(p, x_train[i], y_train[i]),
+      val_grads=jax.grad(_loss)(params, x_val[j], y_val[j]),
+      value=value,
     )
     return optax.apply_updates(params, updates), state
 
@@ -96,31 +98,28 @@ def _assert_bitwise_equal(resumed, uninterrupted):
 
 def _report(name, resumed, uninterrupted, lr_resumed, lr_uninterrupted):
   diff = max(
-      float(jnp.max(jnp.abs(a - b)))
-      for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted))
+    float(jnp.max(jnp.abs(a - b)))
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted))
   )
   print(
-      f"\n{name}: {N}+{M} steps resumed vs {N + M} uninterrupted: learning rate "
-      f"{lr_resumed!r} vs {lr_uninterrupted!r}; largest |params difference| {diff}"
+    f"\n{name}: {N}+{M} steps resumed vs {N + M} uninterrupted: learning rate "
+    f"{lr_resumed!r} vs {lr_uninterrupted!r}; largest |params difference| {diff}"
   )
 
 
 CASES = {
-    # The knob-free default, and the paper's rule (eq. 5, step size kappa).
-    "marthe": lambda: mo.marthe(
-        functools.partial(optax.sgd, momentum=0.9), learning_rate=0.05
-    ),
-    "marthe (kappa, adam)": lambda: mo.marthe(
-        optax.adam, learning_rate=1e-2, hyper_lr_step=1e-4
-    ),
-    # The step counter drives the schedule: it must be restored too.
-    "marthe (schedule)": lambda: mo.marthe(
-        optax.sgd, learning_rate=0.1,
-        schedule=optax.warmup_cosine_decay_schedule(0.1, 1.0, 4, N + M),
-    ),
-    "marthe_multi": lambda: mo.marthe_multi(
-        optax.adamw, {"learning_rate": 1e-2, "weight_decay": 1e-3}
-    ),
+  # The knob-free default, and the paper's rule (eq. 5, step size kappa).
+  "marthe": lambda: mo.marthe(functools.partial(optax.sgd, momentum=0.9), learning_rate=0.05),
+  "marthe (kappa, adam)": lambda: mo.marthe(optax.adam, learning_rate=1e-2, hyper_lr_step=1e-4),
+  # The step counter drives the schedule: it must be restored too.
+  "marthe (schedule)": lambda: mo.marthe(
+    optax.sgd,
+    learning_rate=0.1,
+    schedule=optax.warmup_cosine_decay_schedule(0.1, 1.0, 4, N + M),
+  ),
+  "marthe_multi": lambda: mo.marthe_multi(
+    optax.adamw, {"learning_rate": 1e-2, "weight_decay": 1e-3}
+  ),
 }
 
 
@@ -139,8 +138,8 @@ def test_optax_state_resumes_bit_for_bit(name, tmp_path):
   # A fresh start: a new transformation, abstract targets, a new step.
   fresh_tx = CASES[name]()
   target = {
-      "params": jax.eval_shape(lambda: params),
-      "opt_state": jax.eval_shape(fresh_tx.init, params),
+    "params": jax.eval_shape(lambda: params),
+    "opt_state": jax.eval_shape(fresh_tx.init, params),
   }
   with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
     assert manager.latest_step() == N
@@ -150,7 +149,7 @@ def test_optax_state_resumes_bit_for_bit(name, tmp_path):
   _assert_bitwise_equal(restored, {"params": part_params, "opt_state": part_state})
 
   resumed_params, resumed_state = _train(
-      _make_step(fresh_tx), restored["params"], restored["opt_state"], N, M
+    _make_step(fresh_tx), restored["params"], restored["opt_state"], N, M
   )
   _assert_bitwise_equal(resumed_params, full_params)
   _assert_bitwise_equal(resumed_state, full_state)
@@ -158,7 +157,9 @@ def test_optax_state_resumes_bit_for_bit(name, tmp_path):
   lr_full = optax.tree.get(full_state, "learning_rate")
   np.testing.assert_array_equal(lr, lr_full)
   # The rates moved: the comparison is not between two copies of eta_0.
-  assert not np.allclose(jax.tree.leaves(lr), jax.tree.leaves(optax.tree.get(tx.init(params), "learning_rate")))
+  assert not np.allclose(
+    jax.tree.leaves(lr), jax.tree.leaves(optax.tree.get(tx.init(params), "learning_rate"))
+  )
   assert int(optax.tree.get(resumed_state, "count")) == N + M
   _report(name, resumed_params, full_params, jax.tree.map(float, lr), jax.tree.map(float, lr_full))
 
@@ -170,7 +171,6 @@ def test_nnx_optimizer_resumes_bit_for_bit(tmp_path):
   x_train, y_train, x_val, y_val = _data()
 
   class MLP(nnx.Module):
-
     def __init__(self, rngs):
       self.l1 = nnx.Linear(DIM, HIDDEN, rngs=rngs)
       self.drop = nnx.Dropout(0.1, rngs=rngs)
@@ -195,9 +195,12 @@ def test_nnx_optimizer_resumes_bit_for_bit(tmp_path):
     def step(model, optimizer, t):
       i, j = _batch(t)
       mof.nnx_train_step(
-          optimizer, model, loss, (x_train[i], y_train[i]),
-          objective_fn=functools.partial(loss, train=False),
-          objective_args=(x_val[j], y_val[j]),
+        optimizer,
+        model,
+        loss,
+        (x_train[i], y_train[i]),
+        objective_fn=functools.partial(loss, train=False),
+        objective_args=(x_val[j], y_val[j]),
       )
 
     return step
@@ -225,7 +228,7 @@ def test_nnx_optimizer_resumes_bit_for_bit(tmp_path):
   abstract_model, abstract_opt = nnx.eval_shape(create)
   with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
     restored = manager.restore(
-        N, args=ocp.args.StandardRestore(snapshot(abstract_model, abstract_opt))
+      N, args=ocp.args.StandardRestore(snapshot(abstract_model, abstract_opt))
     )
   _assert_bitwise_equal(restored, saved)
   model, optimizer = create()
@@ -239,6 +242,9 @@ def test_nnx_optimizer_resumes_bit_for_bit(tmp_path):
   np.testing.assert_array_equal(lr, lr_full)
   assert 0.0 < float(lr) != 0.05 and int(optimizer.step[...]) == N + M
   _report(
-      "nnx.Optimizer(mo.marthe)", nnx.state(model, nnx.Param),
-      nnx.state(full_model, nnx.Param), float(lr), float(lr_full),
+    "nnx.Optimizer(mo.marthe)",
+    nnx.state(model, nnx.Param),
+    nnx.state(full_model, nnx.Param),
+    float(lr),
+    float(lr_full),
   )

@@ -71,9 +71,7 @@ def _as_nhwc(data):
 
 def test_read_batch_layout(cifar10_dir):
   root, train, _ = cifar10_dir
-  x, y = cifar_data.read_batch(
-      os.path.join(root, "cifar-10-batches-py", "data_batch_1"), b"labels"
-  )
+  x, y = cifar_data.read_batch(os.path.join(root, "cifar-10-batches-py", "data_batch_1"), b"labels")
   assert x.dtype == np.uint8 and y.dtype == np.int32
   np.testing.assert_array_equal(x, _as_nhwc(train[0][0]))
   np.testing.assert_array_equal(y, train[0][1])
@@ -127,9 +125,7 @@ def test_loader_errors(tmp_path, monkeypatch):
 
 
 def test_augment_shapes_determinism_and_crops():
-  images = jnp.asarray(
-      np.random.default_rng(0).integers(1, 256, (16, 32, 32, 3), dtype=np.uint8)
-  )
+  images = jnp.asarray(np.random.default_rng(0).integers(1, 256, (16, 32, 32, 3), dtype=np.uint8))
   key = jax.random.key(3)
   out = cifar_data.augment(key, images)
   chex.assert_shape(out, images.shape)
@@ -141,15 +137,18 @@ def test_augment_shapes_determinism_and_crops():
   flips = 0
   for i in range(len(images)):
     matches = [
-        (dy, dx, flip)
-        for dy in range(9)
-        for dx in range(9)
-        for flip in (False, True)
-        if np.array_equal(
-            np.asarray(out[i]),
-            (padded[i, dy : dy + 32, dx : dx + 32][:, ::-1] if flip
-             else padded[i, dy : dy + 32, dx : dx + 32]),
-        )
+      (dy, dx, flip)
+      for dy in range(9)
+      for dx in range(9)
+      for flip in (False, True)
+      if np.array_equal(
+        np.asarray(out[i]),
+        (
+          padded[i, dy : dy + 32, dx : dx + 32][:, ::-1]
+          if flip
+          else padded[i, dy : dy + 32, dx : dx + 32]
+        ),
+      )
     ]
     assert len(matches) == 1, matches
     flips += matches[0][2]
@@ -172,8 +171,8 @@ def test_synthetic_data():
 
 
 @pytest.mark.parametrize(
-    "name,classes,count",
-    [("vgg11", 10, 9_231_114), ("resnet18", 100, 11_220_132)],
+  "name,classes,count",
+  [("vgg11", 10, 9_231_114), ("resnet18", 100, 11_220_132)],
 )
 def test_model_sizes(name, classes, count):
   # The paper's models at full width (the usual CIFAR parameter counts).
@@ -189,8 +188,9 @@ def test_models_output_shapes(name):
   graphdef, state = nnx.split(model)
   for train in (False, True):
     out = jax.eval_shape(
-        lambda s, x: nnx.merge(graphdef, s)(x, train=train),
-        state, jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32),
+      lambda s, x: nnx.merge(graphdef, s)(x, train=train),
+      state,
+      jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32),
     )
     chex.assert_shape(out, (2, 7))
 
@@ -200,9 +200,7 @@ def test_batchnorm_modes():
   x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
   before = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
   chex.assert_shape(model(x, train=False), (4, 7))
-  chex.assert_trees_all_equal(
-      nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), before
-  )
+  chex.assert_trees_all_equal(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), before)
   model(x, train=True)  # updates every running average
   after = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before, after)
@@ -228,7 +226,7 @@ def test_fixed_schedules():
 
 def _benchmark_module():
   spec = importlib.util.spec_from_file_location(
-      "cifar_benchmark", os.path.join(ROOT, "benchmarks", "cifar.py")
+    "cifar_benchmark", os.path.join(ROOT, "benchmarks", "cifar.py")
   )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -263,8 +261,13 @@ def test_smoke_preset_end_to_end(smoke_run):
 
 def test_select_kappa_with_selection_module():
   cfg = cifar.preset(
-      "smoke", kappa=None, selection_steps=6, selection_start=1e3,
-      selection_num=2, selection_factor=1e8, selection_chunk=None,
+    "smoke",
+    kappa=None,
+    selection_steps=6,
+    selection_start=1e3,
+    selection_num=2,
+    selection_factor=1e8,
+    selection_chunk=None,
   )
   prepared = cifar.Prepared(cfg, cifar.load_data(cfg))
   kappa, source, evidence = cifar.select_kappa(cfg, prepared)
@@ -279,16 +282,25 @@ def test_select_kappa_with_selection_module():
 
 def _without_times(results):
   results = json.loads(json.dumps(results))
-  runs = {m: [{k: v for k, v in r.items() if k != "time_s"} for r in res["runs"]]
-          for m, res in results["methods"].items()}
+  runs = {
+    m: [{k: v for k, v in r.items() if k != "time_s"} for r in res["runs"]]
+    for m, res in results["methods"].items()
+  }
   return runs, results["kappa"], results["config"]
 
 
 def test_smoke_preset_resumes_bit_for_bit(smoke_run, tmp_path, capsys):
   _, uninterrupted = smoke_run
   bench = _benchmark_module()
-  args = ["--preset", "smoke", "--out", str(tmp_path), "--no-progress",
-          "--methods", "marthe,staircase"]
+  args = [
+    "--preset",
+    "smoke",
+    "--out",
+    str(tmp_path),
+    "--no-progress",
+    "--methods",
+    "marthe,staircase",
+  ]
   # 1: one epoch of MARTHE, checkpointed, then stop.
   assert bench.main(args + ["--stop-after-epochs", "1"]) is None
   assert "stopped after 1 epochs" in capsys.readouterr().out
@@ -308,7 +320,8 @@ def test_smoke_preset_resumes_bit_for_bit(smoke_run, tmp_path, capsys):
   runs_ref, kappa_ref, config_ref = _without_times(uninterrupted)
   assert kappa == kappa_ref
   assert {k: v for k, v in config.items() if k != "methods"} == {
-      k: v for k, v in config_ref.items() if k != "methods"}
+    k: v for k, v in config_ref.items() if k != "methods"
+  }
   # MARTHE's rate moved in the second epoch (after the checkpoint) and stayed
   # positive: the comparison covers the restored hypergradient state.
   lr_trace = runs["marthe"][0]["lr_trace"]
@@ -318,8 +331,11 @@ def test_smoke_preset_resumes_bit_for_bit(smoke_run, tmp_path, capsys):
     assert runs[method] == runs_ref[method], method
   print("marthe lr_trace resumed:      ", runs["marthe"][0]["lr_trace"])
   print("marthe lr_trace uninterrupted:", runs_ref["marthe"][0]["lr_trace"])
-  print("marthe test_acc resumed/uninterrupted:", runs["marthe"][0]["test_acc"],
-        runs_ref["marthe"][0]["test_acc"])
+  print(
+    "marthe test_acc resumed/uninterrupted:",
+    runs["marthe"][0]["test_acc"],
+    runs_ref["marthe"][0]["test_acc"],
+  )
 
 
 def test_resume_with_other_options_is_refused(tmp_path):

@@ -23,12 +23,13 @@ import marthe_optax as mo
 from tests import _problems as P
 
 FACTORIES = {
-    "marthe": lambda inner, lr: mo.marthe(inner, lr, hyper_lr_step=1e-2),
-    "marthe_fixed_mu": lambda inner, lr: mo.marthe(
-        inner, lr, hyper_lr_step=0.0, hyper_lr=1e-3, mu=0.9),
-    "hd": lambda inner, lr: mo.hd(inner, lr, hyper_lr=1e-3),
-    "rtho": lambda inner, lr: mo.rtho(inner, lr, hyper_lr=1e-4),
-    "knob_free": lambda inner, lr: mo.marthe(inner, lr),
+  "marthe": lambda inner, lr: mo.marthe(inner, lr, hyper_lr_step=1e-2),
+  "marthe_fixed_mu": lambda inner, lr: mo.marthe(
+    inner, lr, hyper_lr_step=0.0, hyper_lr=1e-3, mu=0.9
+  ),
+  "hd": lambda inner, lr: mo.hd(inner, lr, hyper_lr=1e-3),
+  "rtho": lambda inner, lr: mo.rtho(inner, lr, hyper_lr=1e-4),
+  "knob_free": lambda inner, lr: mo.marthe(inner, lr),
 }
 CASES = [(f, i) for f in FACTORIES for i in P.INNERS]
 HYPER_FIELDS = ("learning_rate", "hyper_lr", "mu", "hypergradient")
@@ -56,7 +57,8 @@ def test_jit_equals_no_jit_and_state_is_readable(factory, inner):
 
 
 @pytest.mark.parametrize(
-    "factory,inner", [(f, "momentum") for f in FACTORIES] + [("marthe", "adam")])
+  "factory,inner", [(f, "momentum") for f in FACTORIES] + [("marthe", "adam")]
+)
 def test_vmap_over_seeds_equals_loop(factory, inner):
   tx = _tx(factory, inner)
   problems = [P.make_problem(seed=s, steps=4) for s in range(3)]
@@ -96,15 +98,18 @@ def test_inside_chain_and_apply_if_finite(inner):
     base = _tx("marthe", inner)
     problem = P.make_problem(steps=4, dtype=jnp.float64)
     alone = P.run(base, problem)
-    for tx in (optax.chain(optax.identity(), base),
-               optax.apply_if_finite(base, max_consecutive_errors=3)):
+    for tx in (
+      optax.chain(optax.identity(), base),
+      optax.apply_if_finite(base, max_consecutive_errors=3),
+    ):
       params, state, trace = P.run(tx, problem)
       chex.assert_trees_all_close(params, alone[0], rtol=1e-10, atol=1e-14)
       chex.assert_trees_all_close(trace, alone[2], rtol=1e-10, atol=1e-14)
       # The accessors find MARTHE's fields, not Adam's own `mu` or `count`.
       for name in HYPER_FIELDS:
         assert float(optax.tree.get(state, name)) == pytest.approx(
-            float(getattr(alone[1], name)), rel=1e-10, abs=1e-14)
+          float(getattr(alone[1], name)), rel=1e-10, abs=1e-14
+        )
 
 
 def test_float64():
@@ -144,7 +149,8 @@ def test_state_is_plain_arrays_and_checkpoints():
   # Restore into the structure of a fresh init, as a checkpointer would.
   template = jax.tree.structure(tx.init(problem.params))
   restored = jax.tree.unflatten(
-      template, [jnp.asarray(loaded[f"arr_{i}"]) for i in range(len(leaves))])
+    template, [jnp.asarray(loaded[f"arr_{i}"]) for i in range(len(leaves))]
+  )
   a, b = (params, state), (params, restored)
   for t in range(3, 6):
     a, b = step(*a, t), step(*b, t)
@@ -153,8 +159,12 @@ def test_state_is_plain_arrays_and_checkpoints():
 
 def test_sealed_nodes_pickle_copy_and_hide_their_names():
   sealed = mo.Sealed.seal(optax.adam(0.1).init({"w": jnp.ones(2)}))
-  for clone in (pickle.loads(pickle.dumps(sealed)), copy.deepcopy(sealed),
-                copy.copy(sealed), jax.tree.map(lambda x: x, sealed)):
+  for clone in (
+    pickle.loads(pickle.dumps(sealed)),
+    copy.deepcopy(sealed),
+    copy.copy(sealed),
+    jax.tree.map(lambda x: x, sealed),
+  ):
     assert isinstance(clone, mo.Sealed)
     assert jax.tree.structure(clone) == jax.tree.structure(sealed)
     chex.assert_trees_all_equal(clone.unseal(), sealed.unseal())

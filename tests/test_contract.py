@@ -24,22 +24,21 @@ from tests import _problems as P
 INNERS = ("sgd", "momentum", "adam")
 LR = {"sgd": 0.1, "momentum": 0.05, "adam": 0.01}
 MULTI = {
-    "sgd": {"learning_rate": 0.1},
-    "momentum": {"learning_rate": 0.05, "momentum": 0.9},
-    "adam": {"learning_rate": 0.01, "b1": 0.9},
+  "sgd": {"learning_rate": 0.1},
+  "momentum": {"learning_rate": 0.05, "momentum": 0.9},
+  "adam": {"learning_rate": 0.01, "b1": 0.9},
 }
 # name -> (factory, its arguments after `inner` for an inner optimizer).
 TRANSFORMS = {
-    "knob_free": (mo.marthe, lambda i: {"learning_rate": LR[i]}),
-    "eq5": (mo.marthe, lambda i: {"learning_rate": LR[i], "hyper_lr_step": 1e-2}),
-    "hd": (mo.hd, lambda i: {"learning_rate": LR[i], "hyper_lr": 1e-3}),
-    "rtho": (mo.rtho, lambda i: {"learning_rate": LR[i], "hyper_lr": 1e-4}),
-    "multi": (mo.marthe_multi, lambda i: {"hyperparams": MULTI[i]}),
+  "knob_free": (mo.marthe, lambda i: {"learning_rate": LR[i]}),
+  "eq5": (mo.marthe, lambda i: {"learning_rate": LR[i], "hyper_lr_step": 1e-2}),
+  "hd": (mo.hd, lambda i: {"learning_rate": LR[i], "hyper_lr": 1e-3}),
+  "rtho": (mo.rtho, lambda i: {"learning_rate": LR[i], "hyper_lr": 1e-4}),
+  "multi": (mo.marthe_multi, lambda i: {"hyperparams": MULTI[i]}),
 }
 CASES = [(t, i) for t in TRANSFORMS for i in INNERS]
 SINGLE = ("knob_free", "eq5", "hd", "rtho")
-TARGET = {"w": jnp.array([[1.0, -2.0, 0.5], [3.0, 0.0, -1.0]]),
-          "b": jnp.array([0.5, -0.5, 2.0])}
+TARGET = {"w": jnp.array([[1.0, -2.0, 0.5], [3.0, 0.0, -1.0]]), "b": jnp.array([0.5, -0.5, 2.0])}
 
 
 def _tx(name, inner):
@@ -52,8 +51,10 @@ def _params(dtype=jnp.float32):
 
 
 def objective(params):
-  return sum(jnp.sum((p - t.astype(p.dtype)) ** 2)
-             for p, t in zip(jax.tree.leaves(params), jax.tree.leaves(TARGET)))
+  return sum(
+    jnp.sum((p - t.astype(p.dtype)) ** 2)
+    for p, t in zip(jax.tree.leaves(params), jax.tree.leaves(TARGET))
+  )
 
 
 def _update(tx, params, state, **extra):
@@ -71,8 +72,11 @@ def _train(tx, params, state, steps):
 
 def _marthe_state(state):
   kinds = (mo.MartheState, mo.MultiMartheState)
-  (found,) = [x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, kinds))
-              if isinstance(x, kinds)]
+  (found,) = [
+    x
+    for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, kinds))
+    if isinstance(x, kinds)
+  ]
   return found
 
 
@@ -88,8 +92,7 @@ def test_extra_args_are_accepted_and_ignored_without_recompiling(name, inner):
   @jax.jit
   def step(params, state, extra):
     traces.append(1)
-    return _update(tx, params, state,
-                   unexpected_extra_args_your_optimizer_doesnt_expect=extra)
+    return _update(tx, params, state, unexpected_extra_args_your_optimizer_doesnt_expect=extra)
 
   params = _params()
   params, state = _train(tx, params, tx.init(params), 2)
@@ -97,8 +100,9 @@ def test_extra_args_are_accepted_and_ignored_without_recompiling(name, inner):
   out_b = step(params, state, jnp.float32(2.0))
   assert len(traces) == 1
   chex.assert_trees_all_equal(out_a, out_b)
-  chex.assert_trees_all_close(out_a, jax.jit(functools.partial(_update, tx))(params, state),
-                              rtol=1e-6, atol=1e-8)
+  chex.assert_trees_all_close(
+    out_a, jax.jit(functools.partial(_update, tx))(params, state), rtol=1e-6, atol=1e-8
+  )
 
 
 # --------------------------------------------------------------------------
@@ -142,18 +146,22 @@ def test_injected_learning_rate_restarts_eta(name, inner):
   updates, new = jax.jit(functools.partial(_update, injected))(params, state)
   # The same step of the plain transformation from a state whose eta is 0.02.
   expected_updates, expected = jax.jit(functools.partial(_update, tx))(
-      params, before._replace(learning_rate=jnp.float32(0.02)))
+    params, before._replace(learning_rate=jnp.float32(0.02))
+  )
   chex.assert_trees_all_close(updates, expected_updates, rtol=1e-6, atol=1e-8)
   chex.assert_trees_all_close(
-      new.inner_state._replace(start_learning_rate=expected.start_learning_rate),
-      expected, rtol=1e-6, atol=1e-8)
+    new.inner_state._replace(start_learning_rate=expected.start_learning_rate),
+    expected,
+    rtol=1e-6,
+    atol=1e-8,
+  )
   assert float(new.inner_state.start_learning_rate) == pytest.approx(0.02)
   # The next unchanged step adapts from there: no second restart.
   _, newer = jax.jit(functools.partial(_update, injected))(params, new)
-  _, expected_next = jax.jit(functools.partial(_update, tx))(
-      params, expected)
-  chex.assert_trees_all_close(newer.inner_state.learning_rate,
-                              expected_next.learning_rate, rtol=1e-6)
+  _, expected_next = jax.jit(functools.partial(_update, tx))(params, expected)
+  chex.assert_trees_all_close(
+    newer.inner_state.learning_rate, expected_next.learning_rate, rtol=1e-6
+  )
 
 
 def test_injected_hyper_lr_is_honoured():
@@ -171,7 +179,8 @@ def test_injected_learning_rate_schedule_drives_hd_without_hyper_lr():
   on that schedule."""
   schedule = optax.linear_schedule(0.1, 0.01, 5)
   hd = optax.inject_hyperparams(mo.hd, static_args=("inner",))(
-      optax.sgd, learning_rate=schedule, hyper_lr=0.0)
+    optax.sgd, learning_rate=schedule, hyper_lr=0.0
+  )
   sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule)
   params = _params()
   s_hd, s_sgd = hd.init(params), sgd.init(params)
@@ -194,7 +203,8 @@ def test_rebuilt_multi_restarts_only_the_changed_hyperparameter():
   moved = dict(state.hyperparams, learning_rate=jnp.float32(0.02))
   assert float(state.hyperparams["momentum"]) != pytest.approx(0.9)
   expected_updates, expected = jax.jit(functools.partial(_update, tx))(
-      params, state._replace(hyperparams=moved))
+    params, state._replace(hyperparams=moved)
+  )
   chex.assert_trees_all_close(updates, expected_updates, rtol=1e-6, atol=1e-8)
   chex.assert_trees_all_close(new.hyperparams, expected.hyperparams, rtol=1e-6)
   np.testing.assert_allclose(new.start_hyperparams, [0.02, 0.9], rtol=1e-6)
@@ -206,12 +216,14 @@ def test_inject_hyperparams_needs_a_static_inner_and_an_hd_mu():
     optax.inject_hyperparams(mo.marthe)(optax.sgd, learning_rate=0.1).init(params)
   # mu = 0 is HD, a state without a tangent: it cannot become traced.
   traced_mu = optax.inject_hyperparams(mo.marthe, static_args=("inner",))(
-      optax.sgd, learning_rate=0.1, hyper_lr_step=0.0, mu=0.0)
+    optax.sgd, learning_rate=0.1, hyper_lr_step=0.0, mu=0.0
+  )
   state = traced_mu.init(params)
   with pytest.raises(ValueError, match=r"static_args=\('inner', 'mu'\)"):
     jax.jit(functools.partial(_update, traced_mu))(params, state)
   static_mu = optax.inject_hyperparams(mo.marthe, static_args=("inner", "mu"))(
-      optax.sgd, learning_rate=0.1, hyper_lr_step=0.0, mu=0.0)
+    optax.sgd, learning_rate=0.1, hyper_lr_step=0.0, mu=0.0
+  )
   _, state = jax.jit(functools.partial(_update, static_mu))(params, static_mu.init(params))
   assert int(state.inner_state.count) == 1
 
@@ -257,8 +269,7 @@ def test_gradient_accumulation_with_multisteps(name, inner, dtype):
   # The second micro-step (the same gradient: their mean is exact) is one
   # step of the transformation.
   updates, state = step(params, state)
-  expected_updates, expected = jax.jit(functools.partial(_update, tx))(
-      params, tx.init(params))
+  expected_updates, expected = jax.jit(functools.partial(_update, tx))(params, tx.init(params))
   chex.assert_trees_all_close(updates, expected_updates, rtol=1e-6, atol=1e-8)
   chex.assert_trees_all_close(state.inner_opt_state, expected, rtol=1e-6, atol=1e-8)
   assert int(_marthe_state(state).count) == 1
@@ -277,9 +288,10 @@ def test_state_shapes_and_dtypes_are_stable(name, inner, dtype):
     # lax.cond between the update and no update: both branches must agree.
     cond = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
     updates, state = jax.lax.cond(
-        cond,
-        lambda: tx.update(grads, state, params, value_fn=objective, value=value),
-        lambda: (optax.tree.zeros_like(params), state))
+      cond,
+      lambda: tx.update(grads, state, params, value_fn=objective, value=value),
+      lambda: (optax.tree.zeros_like(params), state),
+    )
     return optax.apply_updates(params, updates), state
 
   shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
@@ -298,18 +310,19 @@ def test_state_shapes_and_dtypes_are_stable(name, inner, dtype):
 
 def _per_group(inner):
   labels = {"w": "weights", "b": "biases"}
-  return mo.marthe_multi(mo.per_group(P.INNERS[inner], labels),
-                         {"learning_rate": {"weights": LR[inner], "biases": LR[inner]}})
+  return mo.marthe_multi(
+    mo.per_group(P.INNERS[inner], labels),
+    {"learning_rate": {"weights": LR[inner], "biases": LR[inner]}},
+  )
 
 
-MAP_CASES = (
-    [pytest.param(lambda i, n=n: _tx(n, i), n in SINGLE, id=n) for n in TRANSFORMS]
-    + [pytest.param(_per_group, False, id="multi_per_group"),
-       pytest.param(lambda i: optax.chain(optax.clip_by_global_norm(1.0), _tx("eq5", i)),
-                    True, id="chain_eq5"),
-       pytest.param(lambda i: optax.chain(optax.identity(), _tx("multi", i)),
-                    False, id="chain_multi")]
-)
+MAP_CASES = [pytest.param(lambda i, n=n: _tx(n, i), n in SINGLE, id=n) for n in TRANSFORMS] + [
+  pytest.param(_per_group, False, id="multi_per_group"),
+  pytest.param(
+    lambda i: optax.chain(optax.clip_by_global_norm(1.0), _tx("eq5", i)), True, id="chain_eq5"
+  ),
+  pytest.param(lambda i: optax.chain(optax.identity(), _tx("multi", i)), False, id="chain_multi"),
+]
 
 
 def _params_copies(s):
@@ -349,8 +362,13 @@ def test_map_params_maps_every_params_copy(make, single, inner):
   specs = {"w": "spec_w", "b": "spec_b"}
   masked = lambda x: isinstance(x, optax.MaskedNode)
   tagged = optax.tree.map_params(
-      tx, lambda v, spec: v if masked(v) else spec, state, specs,
-      transform_non_params=lambda _: None, is_leaf=masked)
+    tx,
+    lambda v, spec: v if masked(v) else spec,
+    state,
+    specs,
+    transform_non_params=lambda _: None,
+    is_leaf=masked,
+  )
   t = _marthe_state(tagged)
   assert t.b.unseal() == specs
   if single:
@@ -367,8 +385,16 @@ def test_tree_get_is_unambiguous_with_an_adam_inner(name):
   s = _marthe_state(state)
   inner_adam = s.inner_state.unseal()[0]
   assert isinstance(inner_adam, optax.ScaleByAdamState)  # it has mu and count
-  for field in ("mu", "count", "hyper_lr", "hypergradient", "c", "nonfinite_count",
-                "safeguard_count", "repaired_count"):
+  for field in (
+    "mu",
+    "count",
+    "hyper_lr",
+    "hypergradient",
+    "c",
+    "nonfinite_count",
+    "safeguard_count",
+    "repaired_count",
+  ):
     found = optax.tree.get_all_with_path(state, field)
     assert len(found) == 1, (field, found)
     assert optax.tree.get(state, field) is getattr(s, field)

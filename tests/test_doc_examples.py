@@ -22,8 +22,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "<!-- runnable -->"
 _BLOCK = re.compile(
-    r"^" + re.escape(MARKER) + r"[ \t]*\n```python[ \t]*\n(.*?)^```[ \t]*$",
-    re.MULTILINE | re.DOTALL,
+  r"^" + re.escape(MARKER) + r"[ \t]*\n```python[ \t]*\n(.*?)^```[ \t]*$",
+  re.MULTILINE | re.DOTALL,
 )
 
 
@@ -36,9 +36,9 @@ def unmarked_blocks(path: str) -> list[int]:
   with open(path, encoding="utf-8") as f:
     lines = f.read().splitlines()
   return [
-      i + 1 for i, line in enumerate(lines)
-      if re.fullmatch(r"```python[ \t]*", line)
-      and (i == 0 or lines[i - 1].strip() != MARKER)
+    i + 1
+    for i, line in enumerate(lines)
+    if re.fullmatch(r"```python[ \t]*", line) and (i == 0 or lines[i - 1].strip() != MARKER)
   ]
 
 
@@ -53,16 +53,14 @@ def runnable_blocks(path: str) -> list[str]:
 
 
 def _documents():
-  return [os.path.join(ROOT, "README.md")] + sorted(
-      glob.glob(os.path.join(ROOT, "docs", "*.md"))
-  )
+  return [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
 
 def _cases():
   return [
-      pytest.param(path, i, code, id=f"{os.path.relpath(path, ROOT)}:{i}")
-      for path in _documents()
-      for i, code in enumerate(runnable_blocks(path))
+    pytest.param(path, i, code, id=f"{os.path.relpath(path, ROOT)}:{i}")
+    for path in _documents()
+    for i, code in enumerate(runnable_blocks(path))
   ]
 
 
@@ -72,8 +70,12 @@ def run_block(code: str, cwd, env=None) -> str:
   # The package must come from the environment, as for a user (the editable
   # install in CI), never from the checkout through the working directory.
   proc = subprocess.run(
-      [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
-      text=True, timeout=600,
+    [sys.executable, "-c", code],
+    cwd=cwd,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
   )
   assert proc.returncode == 0, proc.stderr[-4000:]
   return proc.stdout
@@ -107,20 +109,21 @@ def test_quick_start_output(tmp_path):
     readme = f.read()
   shown = re.search(r"```python\n.*?```\n.*?```text\n(.*?)```", readme, re.DOTALL)
   documented = re.findall(
-      r"step +(\d+) +train loss ([\d.]+) +learning rate ([\d.]+)", shown.group(1)
+    r"step +(\d+) +train loss ([\d.]+) +learning rate ([\d.]+)", shown.group(1)
   )
   assert [r[0] for r in documented] == [r[0] for r in rows]
   np.testing.assert_allclose(
-      np.array(rows, float), np.array(documented, float), rtol=0.02, atol=2e-3,
-      err_msg=out,
+    np.array(rows, float),
+    np.array(documented, float),
+    rtol=0.02,
+    atol=2e-3,
+    err_msg=out,
   )
 
 
 def test_every_python_block_is_runnable():
   unmarked = {
-      os.path.relpath(path, ROOT): lines
-      for path in _documents()
-      if (lines := unmarked_blocks(path))
+    os.path.relpath(path, ROOT): lines for path in _documents() if (lines := unmarked_blocks(path))
   }
   assert not unmarked, f"python blocks without {MARKER} (file: lines): {unmarked}"
 
@@ -128,8 +131,8 @@ def test_every_python_block_is_runnable():
 def test_unmarked_blocks_are_found(tmp_path):
   doc = tmp_path / "doc.md"
   doc.write_text(
-      f"```python\nfirst\n```\n\n{MARKER}\n```python\nsecond\n```\n"
-      "text\n```python\nthird\n```\n```bash\nnot python\n```\n"
+    f"```python\nfirst\n```\n\n{MARKER}\n```python\nsecond\n```\n"
+    "text\n```python\nthird\n```\n```bash\nnot python\n```\n"
   )
   assert unmarked_blocks(str(doc)) == [1, 10]
   assert runnable_blocks(str(doc)) == ["second\n"]
@@ -154,17 +157,17 @@ def test_multi_device_block_runs_on_8_devices(tmp_path):
 def test_api_reference_rewrites_rest_markup():
   pytest.importorskip("griffe")
   spec = importlib.util.spec_from_file_location(
-      "griffe_rst_roles", os.path.join(ROOT, "docs", "griffe_rst_roles.py")
+    "griffe_rst_roles", os.path.join(ROOT, "docs", "griffe_rst_roles.py")
   )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   text = (
-      "See :func:`marthe`, :class:`~marthe_optax.MartheState` and ``x``; "
-      "Donini et al., `Scheduling the Learning Rate\n  via Hypergradients "
-      "<https://arxiv.org/abs/1910.08525>`_, 2019."
+    "See :func:`marthe`, :class:`~marthe_optax.MartheState` and ``x``; "
+    "Donini et al., `Scheduling the Learning Rate\n  via Hypergradients "
+    "<https://arxiv.org/abs/1910.08525>`_, 2019."
   )
   assert module.markdown(text) == (
-      "See `marthe`, `marthe_optax.MartheState` and ``x``; Donini et al., "
-      "[Scheduling the Learning Rate\n  via Hypergradients]"
-      "(https://arxiv.org/abs/1910.08525), 2019."
+    "See `marthe`, `marthe_optax.MartheState` and ``x``; Donini et al., "
+    "[Scheduling the Learning Rate\n  via Hypergradients]"
+    "(https://arxiv.org/abs/1910.08525), 2019."
   )

@@ -21,9 +21,9 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # The modules allowed to have no example, and why.
 WITHOUT_EXAMPLES = {
-    "marthe_optax": "re-exports only: each name's examples run with the module that defines it",
-    "marthe_optax._rules": "internal step rules, reached through mo.marthe and mo.marthe_multi",
-    "marthe_optax._tangent": "internal tangent system, reached through mo.marthe and mo.marthe_multi",
+  "marthe_optax": "re-exports only: each name's examples run with the module that defines it",
+  "marthe_optax._rules": "internal step rules, reached through mo.marthe and mo.marthe_multi",
+  "marthe_optax._tangent": "internal tangent system, reached through mo.marthe and mo.marthe_multi",
 }
 
 # The modules that need an optional dependency, and that dependency.
@@ -46,9 +46,15 @@ def _examples(module) -> list[doctest.DocTest]:
 
 def test_the_walk_finds_the_modules():
   names = _module_names()
-  for expected in ("marthe_optax", "marthe_optax.exact", "marthe_optax.selection",
-                   "marthe_optax.sharding", "marthe_optax.flax",
-                   "marthe_optax._marthe", "marthe_optax._multi"):
+  for expected in (
+    "marthe_optax",
+    "marthe_optax.exact",
+    "marthe_optax.selection",
+    "marthe_optax.sharding",
+    "marthe_optax.flax",
+    "marthe_optax._marthe",
+    "marthe_optax._multi",
+  ):
     assert expected in names
   # Every exemption names a module that exists, so a stale one is noticed.
   assert set(WITHOUT_EXAMPLES) <= set(names)
@@ -57,9 +63,7 @@ def test_the_walk_finds_the_modules():
 def test_a_failing_example_fails():
   """The runner reports a wrong output and an exception as failures."""
   parser = doctest.DocTestParser()
-  test = parser.get_doctest(
-      ">>> 1 + 1\n3\n>>> 1 / 0\n", {}, "wrong", "wrong.py", 0
-  )
+  test = parser.get_doctest(">>> 1 + 1\n3\n>>> 1 / 0\n", {}, "wrong", "wrong.py", 0)
   runner = doctest.DocTestRunner(optionflags=FLAGS)
   runner.run(test, out=lambda _: None)
   assert runner.summarize(verbose=False) == doctest.TestResults(failed=2, attempted=2)

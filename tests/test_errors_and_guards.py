@@ -15,18 +15,18 @@ from tests import _problems as P
 
 
 @pytest.mark.parametrize(
-    "make,match",
-    [
-        (lambda: mo.marthe(optax.sgd, -0.1, hyper_lr_step=1e-3), "learning_rate"),
-        (lambda: mo.marthe(optax.sgd, float("nan"), hyper_lr_step=1e-3), "learning_rate"),
-        (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=-1e-3), "hyper_lr_step"),
-        (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, hyper_lr=-1.0), "hyper_lr"),
-        (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, mu=1.5), "mu in"),
-        (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, mu=-0.1), "mu in"),
-        (lambda: mo.hd(optax.sgd, 0.1, hyper_lr=-1.0), "hyper_lr"),
-        (lambda: mo.rtho(optax.sgd, -1.0, hyper_lr=1.0), "learning_rate"),
-        (lambda: mo.marthe(optax.sgd(0.1), 0.1, hyper_lr_step=1e-3), "not optax.sgd\\(0.1\\)"),
-    ],
+  "make,match",
+  [
+    (lambda: mo.marthe(optax.sgd, -0.1, hyper_lr_step=1e-3), "learning_rate"),
+    (lambda: mo.marthe(optax.sgd, float("nan"), hyper_lr_step=1e-3), "learning_rate"),
+    (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=-1e-3), "hyper_lr_step"),
+    (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, hyper_lr=-1.0), "hyper_lr"),
+    (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, mu=1.5), "mu in"),
+    (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, mu=-0.1), "mu in"),
+    (lambda: mo.hd(optax.sgd, 0.1, hyper_lr=-1.0), "hyper_lr"),
+    (lambda: mo.rtho(optax.sgd, -1.0, hyper_lr=1.0), "learning_rate"),
+    (lambda: mo.marthe(optax.sgd(0.1), 0.1, hyper_lr_step=1e-3), "not optax.sgd\\(0.1\\)"),
+  ],
 )
 def test_bad_arguments_raise(make, match):
   with pytest.raises(ValueError, match=match):
@@ -40,11 +40,14 @@ def _setup(tx):
   return problem, params, grads, tx.init(params)
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3),
     lambda: mo.rtho(optax.sgd, 0.1, hyper_lr=1e-3),
     lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=0.0, mu=0.5),
-])
+  ],
+)
 def test_missing_loss_closure_raises(make):
   tx = make()
   _, params, grads, state = _setup(tx)
@@ -96,8 +99,12 @@ def test_nonfinite_validation_gradient_is_guarded():
     grads = jax.grad(P.loss)(params, problem.xs[t], problem.ys[t])
     val_grads = jax.tree.map(lambda g: g * jnp.nan, grads)
     updates, state = tx.update(
-        grads, state, params, val_grads=val_grads,
-        value_fn=lambda p: P.loss(p, problem.xs[t], problem.ys[t]))
+      grads,
+      state,
+      params,
+      val_grads=val_grads,
+      value_fn=lambda p: P.loss(p, problem.xs[t], problem.ys[t]),
+    )
     return optax.apply_updates(params, updates), state
 
   for t in range(4):
@@ -128,8 +135,12 @@ def test_loss_turning_nan_under_apply_if_finite_keeps_state_usable():
     loss = lambda p: scale * P.loss(p, problem.xs[t], problem.ys[t])
     grads = jax.grad(loss)(params)
     updates, state = tx.update(
-        grads, state, params, value_fn=loss,
-        val_grads=jax.grad(P.loss)(params, problem.x_val, problem.y_val))
+      grads,
+      state,
+      params,
+      value_fn=loss,
+      val_grads=jax.grad(P.loss)(params, problem.x_val, problem.y_val),
+    )
     return optax.apply_updates(params, updates), state
 
   etas = []
@@ -144,11 +155,11 @@ def test_loss_turning_nan_under_apply_if_finite_keeps_state_usable():
 
 @settings(max_examples=50, deadline=None, derandomize=True)
 @given(
-    seed=st.integers(0, 2**16),
-    eta0=st.floats(0.0, 2.0),
-    log_kappa=st.floats(-4.0, 6.0),
-    beta0=st.floats(0.0, 1.0),
-    mu=st.one_of(st.none(), st.floats(0.0, 1.0)),
+  seed=st.integers(0, 2**16),
+  eta0=st.floats(0.0, 2.0),
+  log_kappa=st.floats(-4.0, 6.0),
+  beta0=st.floats(0.0, 1.0),
+  mu=st.one_of(st.none(), st.floats(0.0, 1.0)),
 )
 def test_invariants_on_random_problems(seed, eta0, log_kappa, beta0, mu):
   """eta >= 0, beta >= 0, 0 <= mu <= 1 and a finite state, whatever happens."""
@@ -178,7 +189,8 @@ def _invariant_run(seed, eta0, kappa, beta0, adaptive, mu):
   # The hyper-state stays finite; params may blow up for huge kappa, in which
   # case the guard counts it instead of letting NaN into eta.
   chex.assert_tree_all_finite(
-      (state.learning_rate, state.hyper_lr, state.mu, state.c, state.hypergradient))
+    (state.learning_rate, state.hyper_lr, state.mu, state.c, state.hypergradient)
+  )
 
 
 @pytest.mark.parametrize("eps_root", [0.0, 1e-8])
@@ -189,8 +201,7 @@ def test_adam_dead_units_with_and_without_eps_root(eps_root):
   are none. Either way the guard never fires and the learning rate moves.
   """
   params, loss = P.dead_relu_problem()
-  tx = mo.marthe(functools.partial(optax.adam, eps_root=eps_root), 1e-2,
-                 hyper_lr_step=1e-2)
+  tx = mo.marthe(functools.partial(optax.adam, eps_root=eps_root), 1e-2, hyper_lr_step=1e-2)
   state = tx.init(params)
   for _ in range(10):
     updates, state = tx.update(jax.grad(loss)(params), state, params, value_fn=loss)

@@ -83,8 +83,12 @@ def _results(name):
   params, batches, objective = _setup()
   inner, eta0 = P.INNERS[name], ETA0[name]
   hypergradient = functools.partial(
-      exact.schedule_hypergradient, params=params, inner=inner,
-      train_loss=_train_loss, batches=batches, objective=objective,
+    exact.schedule_hypergradient,
+    params=params,
+    inner=inner,
+    train_loss=_train_loss,
+    batches=batches,
+    objective=objective,
   )
 
   def marthe_hypergradient(mu):
@@ -94,9 +98,11 @@ def _results(name):
     def step(carry, batch):
       params, state = carry
       updates, state = tx.update(
-          jax.grad(_train_loss)(params, batch), state, params,
-          value_fn=lambda p: _train_loss(p, batch),
-          val_grads=jax.grad(objective)(params),
+        jax.grad(_train_loss)(params, batch),
+        state,
+        params,
+        value_fn=lambda p: _train_loss(p, batch),
+        val_grads=jax.grad(objective)(params),
       )
       return (optax.apply_updates(params, updates), state), None
 
@@ -109,15 +115,16 @@ def _results(name):
   schedule = _schedule(name)
   reverse = jax.jit(hypergradient)
   shifts = FD_EPS * np.eye(T)[FD_STEPS]
-  return jax.device_get(dict(
+  return jax.device_get(
+    dict(
       reverse=reverse(schedule),
-      forward=jax.jit(functools.partial(hypergradient, mode="forward"))(
-          schedule),
+      forward=jax.jit(functools.partial(hypergradient, mode="forward"))(schedule),
       fd_plus=np.array([reverse(schedule + e).value for e in shifts]),
       fd_minus=np.array([reverse(schedule - e).value for e in shifts]),
       constant=reverse(np.full(T, eta0)),
       marthe=jax.jit(jax.vmap(marthe_hypergradient))(np.array(MUS)),
-  ))
+    )
+  )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -134,11 +141,17 @@ def test_reverse_mode_matches_forward_tangent_system(name):
 
 def test_segments_give_the_same_hypergradient():
   params, batches, objective = _setup()
-  segmented = jax.jit(functools.partial(
-      exact.schedule_hypergradient, params=params, inner=P.INNERS["momentum"],
-      train_loss=_train_loss, batches=batches, objective=objective,
+  segmented = jax.jit(
+    functools.partial(
+      exact.schedule_hypergradient,
+      params=params,
+      inner=P.INNERS["momentum"],
+      train_loss=_train_loss,
+      batches=batches,
+      objective=objective,
       segment_length=4,
-  ))(_schedule("momentum"))
+    )
+  )(_schedule("momentum"))
   reference = _results("momentum")["reverse"]
   np.testing.assert_allclose(segmented.value, reference.value, rtol=1e-13)
   assert _rel(segmented.grad, reference.grad) < 1e-12
@@ -164,8 +177,9 @@ def test_online_tangent_system_reports_the_exact_sum(name):
   for mu, got in zip(MUS, states.hypergradient):
     expected = np.sum(mu ** (T - 1 - np.arange(T)) * out["constant"].grad)
     err = float(abs(got - expected) / abs(expected))
-    print(f"{name} mu={mu}: marthe {float(got):.6e} vs exact "
-          f"{float(expected):.6e}, rel err {err:.2e}")
+    print(
+      f"{name} mu={mu}: marthe {float(got):.6e} vs exact {float(expected):.6e}, rel err {err:.2e}"
+    )
     assert abs(expected) > 1e-4
     assert err < 1e-10, (mu, err)
 
@@ -177,20 +191,21 @@ def _residual_size(name, steps, **kwargs):
   alone are computed (``jax.eval_shape``), nothing is run.
   """
   params, batches, objective = _setup()
-  batches = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct((steps,) + x.shape[1:], x.dtype), batches
-  )
+  batches = jax.tree.map(lambda x: jax.ShapeDtypeStruct((steps,) + x.shape[1:], x.dtype), batches)
 
   def residuals(schedule, batches):
     f = lambda s: exact.schedule_objective(
-        s, params, P.INNERS[name], _train_loss, batches, objective,
-        **kwargs,
+      s,
+      params,
+      P.INNERS[name],
+      _train_loss,
+      batches,
+      objective,
+      **kwargs,
     )
     return jax.vjp(f, schedule)[1]
 
-  shapes = jax.eval_shape(
-      residuals, jax.ShapeDtypeStruct((steps,), jnp.float64), batches
-  )
+  shapes = jax.eval_shape(residuals, jax.ShapeDtypeStruct((steps,), jnp.float64), batches)
   return sum(np.prod(r.shape, dtype=int) for r in jax.tree.leaves(shapes))
 
 
@@ -202,14 +217,11 @@ def test_checkpointing_stores_one_state_and_batch_per_step(name):
   batch_size = sum(np.size(x) for x in jax.tree.leaves(batches)) // T
   # The carried (w_t, s_t), the minibatch and eta_t; nothing of the step.
   stored = params_size + state_size + batch_size + 1
-  per_step = lambda **kw: (
-      _residual_size(name, 2 * T, **kw) - _residual_size(name, T, **kw)
-  ) / T
+  per_step = lambda **kw: (_residual_size(name, 2 * T, **kw) - _residual_size(name, T, **kw)) / T
   assert per_step(checkpoint=True) == stored
   assert per_step(checkpoint=False) > stored + params_size
   # sqrt(T)-segments: 64 steps in segments of 8 store far less than 64 states.
-  assert (_residual_size(name, 64, segment_length=8)
-          < 0.5 * _residual_size(name, 64))
+  assert _residual_size(name, 64, segment_length=8) < 0.5 * _residual_size(name, 64)
 
 
 def test_errors():
@@ -226,14 +238,24 @@ def test_errors():
     exact.schedule_hypergradient(schedule, *args, segment_length=3)
   with pytest.raises(ValueError, match="factory"):
     exact.schedule_hypergradient(
-        schedule, params, optax.sgd(0.1), _train_loss, batches,
-        objective,
+      schedule,
+      params,
+      optax.sgd(0.1),
+      _train_loss,
+      batches,
+      objective,
     )
   with pytest.raises(ValueError, match="non-negative"):
     exact.lrs_opt(
-        schedule.at[2].set(-0.1), params, optax.sgd, _train_loss,
-        lambda key: batches, objective, num_steps=1, outer=0.1,
-        key=jax.random.PRNGKey(0),
+      schedule.at[2].set(-0.1),
+      params,
+      optax.sgd,
+      _train_loss,
+      lambda key: batches,
+      objective,
+      num_steps=1,
+      outer=0.1,
+      key=jax.random.PRNGKey(0),
     )
 
 
@@ -250,8 +272,15 @@ def test_lrs_opt_descends_projects_and_compiles_once():
 
   schedule0, lr = jnp.full(T, ETA0["sgd"]), 4.0
   result = exact.lrs_opt(
-      schedule0, params, optax.sgd, _train_loss, fixed_batches,
-      objective, num_steps=6, outer=lr, key=jax.random.PRNGKey(0),
+    schedule0,
+    params,
+    optax.sgd,
+    _train_loss,
+    fixed_batches,
+    objective,
+    num_steps=6,
+    outer=lr,
+    key=jax.random.PRNGKey(0),
   )
   chex.assert_shape((result.objectives, result.schedules), ((6,), (6, T)))
   np.testing.assert_array_equal(result.schedule_steps, np.arange(6))
@@ -275,10 +304,17 @@ def test_lrs_opt_with_fresh_random_minibatches():
   inner = P.INNERS["momentum"]
   seen = []
   result = exact.lrs_opt(
-      jnp.full(T, 0.02), params, inner, _train_loss, sample,
-      objective, num_steps=8, outer=optax.adam(0.02),
-      key=jax.random.PRNGKey(1), record_every=3,
-      callback=lambda i, value, schedule: seen.append((i, float(value))),
+    jnp.full(T, 0.02),
+    params,
+    inner,
+    _train_loss,
+    sample,
+    objective,
+    num_steps=8,
+    outer=optax.adam(0.02),
+    key=jax.random.PRNGKey(1),
+    record_every=3,
+    callback=lambda i, value, schedule: seen.append((i, float(value))),
   )
   np.testing.assert_array_equal(result.schedule_steps, [0, 3, 6])
   chex.assert_shape(result.schedules, (3, T))
@@ -289,21 +325,23 @@ def test_lrs_opt_with_fresh_random_minibatches():
   rng = np.random.default_rng(0)
   orders = np.stack([rng.permutation(T * 6).reshape(T, 6) for _ in range(8)])
   draws = jax.tree.map(lambda x: x[orders], data)  # [8, T, 6, ...]
-  f = jax.jit(jax.vmap(
-      lambda s, b: exact.schedule_objective(
-          s, params, inner, _train_loss, b, objective),
+  f = jax.jit(
+    jax.vmap(
+      lambda s, b: exact.schedule_objective(s, params, inner, _train_loss, b, objective),
       in_axes=(None, 0),
-  ))
+    )
+  )
   before, after = f(np.full(T, 0.02), draws), f(result.schedule, draws)
-  print(f"LRS-OPT (momentum, outer Adam): mean E {float(before.mean()):.4f} "
-        f"-> {float(after.mean()):.4f} on 8 fresh minibatch orders")
+  print(
+    f"LRS-OPT (momentum, outer Adam): mean E {float(before.mean()):.4f} "
+    f"-> {float(after.mean()):.4f} on 8 fresh minibatch orders"
+  )
   assert after.mean() < before.mean() - 0.01
 
 
 def test_random_minibatches_are_epochs_of_permutations():
   x, y = np.arange(10.0)[:, None] * np.ones(3), np.arange(10)
-  sample = jax.jit(
-      exact.random_minibatches((x, y), batch_size=4, num_steps=5))
+  sample = jax.jit(exact.random_minibatches((x, y), batch_size=4, num_steps=5))
   bx, by = sample(jax.random.PRNGKey(0))
   chex.assert_shape((bx, by), ((5, 4, 3), (5, 4)))
   np.testing.assert_array_equal(bx[..., 0], by)  # rows stay paired
@@ -340,9 +378,18 @@ def test_lrs_opt_vmapped_over_seeds_equals_per_seed_runs():
 
   def run(schedule, p, key):
     return exact.lrs_opt(
-        schedule, p, optax.sgd, _train_loss, sample, objective,
-        num_steps=40, key=key, tol=2e-3, window=4, record_every=5,
-        callback=lambda i, value, s: seen.append(int(i)),
+      schedule,
+      p,
+      optax.sgd,
+      _train_loss,
+      sample,
+      objective,
+      num_steps=40,
+      key=key,
+      tol=2e-3,
+      window=4,
+      record_every=5,
+      callback=lambda i, value, s: seen.append(int(i)),
     )
 
   together = jax.vmap(run)(starts, batched, keys)
@@ -356,11 +403,10 @@ def test_lrs_opt_vmapped_over_seeds_equals_per_seed_runs():
   for j in range(n):
     alone = run(starts[j], jax.tree.map(lambda a: a[j], batched), keys[j])
     assert int(alone.steps_taken) == taken[j]
-    for field in ("schedule", "objectives", "schedules",
-                  "relative_improvement"):
+    for field in ("schedule", "objectives", "schedules", "relative_improvement"):
       np.testing.assert_allclose(
-          getattr(together, field)[j], getattr(alone, field), rtol=1e-12,
-          atol=1e-15, err_msg=field)
+        getattr(together, field)[j], getattr(alone, field), rtol=1e-12, atol=1e-15, err_msg=field
+      )
     assert bool(alone.converged)
 
 
@@ -368,20 +414,32 @@ def test_lrs_opt_from_a_constant_lowers_e_below_the_constants():
   params, sample, objective = _sampler()
   eta0 = 0.05
   result = exact.lrs_opt(
-      jnp.full(T, eta0), params, optax.sgd, _train_loss, sample, objective,
-      num_steps=60, key=jax.random.PRNGKey(1), draws=2,
+    jnp.full(T, eta0),
+    params,
+    optax.sgd,
+    _train_loss,
+    sample,
+    objective,
+    num_steps=60,
+    key=jax.random.PRNGKey(1),
+    draws=2,
   )
   assert np.all(result.schedule > 0)
   # E over 16 minibatch orders that LRS-OPT never drew, the same for both.
   keys = jax.random.split(jax.random.PRNGKey(99), 16)
-  f = jax.jit(jax.vmap(
+  f = jax.jit(
+    jax.vmap(
       lambda s, k: exact.schedule_objective(
-          s, params, optax.sgd, _train_loss, sample(k), objective),
-      in_axes=(None, 0)))
+        s, params, optax.sgd, _train_loss, sample(k), objective
+      ),
+      in_axes=(None, 0),
+    )
+  )
   before = f(jnp.full(T, eta0), keys).mean()
   after = f(result.schedule, keys).mean()
-  print(f"LRS-OPT (log Adam) from constant {eta0}: mean E {float(before):.4f} "
-        f"-> {float(after):.4f}")
+  print(
+    f"LRS-OPT (log Adam) from constant {eta0}: mean E {float(before):.4f} -> {float(after):.4f}"
+  )
   assert after < before - 0.05, (before, after)
 
 
@@ -389,36 +447,57 @@ def test_lrs_opt_log_space_step_is_adam_on_log_eta():
   params, batches, objective = _setup()
   schedule0, lr = jnp.asarray(_schedule("sgd")), 0.1
   result = exact.lrs_opt(
-      schedule0, params, optax.sgd, _train_loss, lambda key: batches,
-      objective, num_steps=1, outer=optax.adam(lr), space="log",
-      key=jax.random.PRNGKey(0),
+    schedule0,
+    params,
+    optax.sgd,
+    _train_loss,
+    lambda key: batches,
+    objective,
+    num_steps=1,
+    outer=optax.adam(lr),
+    space="log",
+    key=jax.random.PRNGKey(0),
   )
   value, grad = exact.schedule_hypergradient(
-      schedule0, params, optax.sgd, _train_loss, batches, objective)
+    schedule0, params, optax.sgd, _train_loss, batches, objective
+  )
   tx = optax.adam(lr)
   log_eta = jnp.log(schedule0)
   updates, _ = tx.update(grad * schedule0, tx.init(log_eta), log_eta)
-  np.testing.assert_allclose(result.schedule, jnp.exp(log_eta + updates),
-                             rtol=1e-12)
+  np.testing.assert_allclose(result.schedule, jnp.exp(log_eta + updates), rtol=1e-12)
   np.testing.assert_allclose(result.objectives[0], value, rtol=1e-13)
   # The default outer optimizer is Adam(DEFAULT_LOG_ADAM_LR) on log(eta).
   default = exact.lrs_opt(
-      schedule0, params, optax.sgd, _train_loss, lambda key: batches,
-      objective, num_steps=1, key=jax.random.PRNGKey(0),
+    schedule0,
+    params,
+    optax.sgd,
+    _train_loss,
+    lambda key: batches,
+    objective,
+    num_steps=1,
+    key=jax.random.PRNGKey(0),
   )
   tx = optax.adam(exact.DEFAULT_LOG_ADAM_LR)
   updates, _ = tx.update(grad * schedule0, tx.init(log_eta), log_eta)
-  np.testing.assert_allclose(default.schedule, jnp.exp(log_eta + updates),
-                             rtol=1e-12)
+  np.testing.assert_allclose(default.schedule, jnp.exp(log_eta + updates), rtol=1e-12)
 
 
 def test_lrs_opt_stopping_rule_and_curve():
   params, sample, objective = _sampler()
   num_steps, window, tol = 50, 5, 2e-4
   result = exact.lrs_opt(
-      jnp.full(T, 0.01), params, optax.sgd, _train_loss, sample, objective,
-      num_steps=num_steps, key=jax.random.PRNGKey(2), tol=tol, window=window,
-      outer=optax.adam(0.3), space="log",
+    jnp.full(T, 0.01),
+    params,
+    optax.sgd,
+    _train_loss,
+    sample,
+    objective,
+    num_steps=num_steps,
+    key=jax.random.PRNGKey(2),
+    tol=tol,
+    window=window,
+    outer=optax.adam(0.3),
+    space="log",
   )
   n = int(result.steps_taken)
   obj, rel = np.asarray(result.objectives), np.asarray(result.relative_improvement)
@@ -428,20 +507,27 @@ def test_lrs_opt_stopping_rule_and_curve():
   assert np.all(np.isnan(rel[: 2 * window - 1])) and np.all(np.isnan(rel[n:]))
   # rel[i] is the windowed relative improvement per step after step i.
   for i in range(2 * window - 1, n):
-    prev = obj[i + 1 - 2 * window: i + 1 - window].mean()
-    last = obj[i + 1 - window: i + 1].mean()
-    np.testing.assert_allclose(rel[i], (prev - last) / (window * prev),
-                               rtol=1e-10)
+    prev = obj[i + 1 - 2 * window : i + 1 - window].mean()
+    last = obj[i + 1 - window : i + 1].mean()
+    np.testing.assert_allclose(rel[i], (prev - last) / (window * prev), rtol=1e-10)
   # It stopped at the first step below tol.
-  assert rel[n - 1] < tol and np.all(rel[2 * window - 1: n - 1] >= tol)
+  assert rel[n - 1] < tol and np.all(rel[2 * window - 1 : n - 1] >= tol)
   # History rows after the stop are NaN, earlier ones are schedules.
   rows = np.asarray(result.schedules)
   assert np.all(np.isfinite(rows[:n])) and np.all(np.isnan(rows[n:]))
   # Without tol it runs every step.
   full = exact.lrs_opt(
-      jnp.full(T, 0.01), params, optax.sgd, _train_loss, sample, objective,
-      num_steps=12, key=jax.random.PRNGKey(2), window=window,
-      outer=optax.adam(0.3), space="log",
+    jnp.full(T, 0.01),
+    params,
+    optax.sgd,
+    _train_loss,
+    sample,
+    objective,
+    num_steps=12,
+    key=jax.random.PRNGKey(2),
+    window=window,
+    outer=optax.adam(0.3),
+    space="log",
   )
   assert int(full.steps_taken) == 12 and not bool(full.converged)
   m = min(n, 12)
@@ -452,8 +538,14 @@ def test_lrs_opt_skips_nonfinite_outer_steps():
   params, batches, objective = _setup()
   big = jnp.full(T, 1e300)  # SGD at 1e300 overflows: E is not finite
   result = exact.lrs_opt(
-      big, params, optax.sgd, _train_loss, lambda key: batches, objective,
-      num_steps=3, key=jax.random.PRNGKey(0),
+    big,
+    params,
+    optax.sgd,
+    _train_loss,
+    lambda key: batches,
+    objective,
+    num_steps=3,
+    key=jax.random.PRNGKey(0),
   )
   assert int(result.nonfinite_count) == 3
   np.testing.assert_allclose(result.schedule, big, rtol=1e-12)  # exp(log(eta))
@@ -466,8 +558,7 @@ def test_lrs_opt_errors():
   with pytest.raises(ValueError, match="space"):
     exact.lrs_opt(jnp.full(T, 0.1), *args, num_steps=1, key=key, space="exp")
   with pytest.raises(ValueError, match="positive in log space"):
-    exact.lrs_opt(jnp.full(T, 0.1).at[0].set(0.0), *args, num_steps=1,
-                  key=key)
+    exact.lrs_opt(jnp.full(T, 0.1).at[0].set(0.0), *args, num_steps=1, key=key)
   with pytest.raises(ValueError, match="window"):
     exact.lrs_opt(jnp.full(T, 0.1), *args, num_steps=1, key=key, window=0)
   with pytest.raises(ValueError, match="draws"):

@@ -52,8 +52,9 @@ def test_hd_needs_no_loss_closure_and_matches_marthe_mu0():
     for t in range(5):
       grads = jax.grad(P.loss)(params, problem.xs[t], problem.ys[t])
       ua, sa = a.update(grads, sa, params)  # no value_fn
-      ub, sb = b.update(grads, sb, params,
-                        value_fn=lambda p: P.loss(p, problem.xs[t], problem.ys[t]))
+      ub, sb = b.update(
+        grads, sb, params, value_fn=lambda p: P.loss(p, problem.xs[t], problem.ys[t])
+      )
       chex.assert_trees_all_equal(ua, ub)
       params = optax.apply_updates(params, ua)
     assert float(sa.learning_rate) == float(sb.learning_rate) != 0.1

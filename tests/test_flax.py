@@ -37,10 +37,10 @@ ETA0 = 0.05
 
 def make_tx():
   return mo.marthe(
-      functools.partial(optax.sgd, momentum=0.9),
-      learning_rate=ETA0,
-      hyper_lr_step=1e-2,
-      hyper_lr=1e-3,
+    functools.partial(optax.sgd, momentum=0.9),
+    learning_rate=ETA0,
+    hyper_lr_step=1e-2,
+    hyper_lr=1e-3,
   )
 
 
@@ -75,8 +75,8 @@ def ref_apply(params, stats, x, *, train, key=None):
     mean = h.mean(0)
     var = jnp.maximum(0.0, (h**2).mean(0) - mean**2)
     new_stats = {
-        "mean": MOMENTUM * stats["mean"] + (1 - MOMENTUM) * mean,
-        "var": MOMENTUM * stats["var"] + (1 - MOMENTUM) * var,
+      "mean": MOMENTUM * stats["mean"] + (1 - MOMENTUM) * mean,
+      "var": MOMENTUM * stats["var"] + (1 - MOMENTUM) * var,
     }
   else:
     mean, var, new_stats = stats["mean"], stats["var"], stats
@@ -103,11 +103,9 @@ def ref_train(params, stats, base_key, batches):
       return ce(logits, y) + weight_decay(p), new_stats
 
     (value, new_stats), g = jax.value_and_grad(loss, has_aux=True)(params)
-    val_grads = jax.grad(lambda p: ce(ref_apply(p, stats, xv, train=False)[0], yv))(
-        params
-    )
+    val_grads = jax.grad(lambda p: ce(ref_apply(p, stats, xv, train=False)[0], yv))(params)
     updates, opt_state = tx.update(
-        g, opt_state, params, value_fn=lambda p: loss(p)[0], val_grads=val_grads
+      g, opt_state, params, value_fn=lambda p: loss(p)[0], val_grads=val_grads
     )
     return optax.apply_updates(params, updates), new_stats, opt_state, value
 
@@ -115,13 +113,13 @@ def ref_train(params, stats, base_key, batches):
   for t, batch in enumerate(batches):
     params, stats, opt_state, value = step(params, stats, opt_state, t, batch)
     records.append(
-        dict(
-            params=params,
-            stats=stats,
-            loss=value,
-            lr=optax.tree.get(opt_state, "learning_rate"),
-            h=optax.tree.get(opt_state, "hypergradient"),
-        )
+      dict(
+        params=params,
+        stats=stats,
+        loss=value,
+        lr=optax.tree.get(opt_state, "learning_rate"),
+        h=optax.tree.get(opt_state, "hypergradient"),
+      )
     )
   return records
 
@@ -130,7 +128,6 @@ def ref_train(params, stats, base_key, batches):
 
 
 class NNXMLP(nnx.Module):
-
   def __init__(self, rngs: nnx.Rngs):
     self.l1 = nnx.Linear(IN, HIDDEN, rngs=rngs)
     self.bn = nnx.BatchNorm(HIDDEN, rngs=rngs)
@@ -154,8 +151,12 @@ def nnx_objective(model, x, y):
 @nnx.jit
 def nnx_step(model, optimizer, x, y, xv, yv):
   return mof.nnx_train_step(
-      optimizer, model, nnx_train_loss, (x, y),
-      objective_fn=nnx_objective, objective_args=(xv, yv),
+    optimizer,
+    model,
+    nnx_train_loss,
+    (x, y),
+    objective_fn=nnx_objective,
+    objective_args=(xv, yv),
   ).loss
 
 
@@ -185,15 +186,12 @@ def test_nnx_loop_matches_pure_jax_reference():
     assert_trees_close(loss, ref["loss"])
     assert_trees_close(nnx.to_pure_dict(nnx.state(model, nnx.Param)), ref["params"])
     # The running statistics advance exactly once per step ...
-    assert_trees_close(
-        nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))["bn"], ref["stats"]
-    )
+    assert_trees_close(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))["bn"], ref["stats"])
     # ... and so does the dropout stream (one key per step).
     assert int(model.do.rngs.count[...]) == t + 1
     hp = mof.hyperparams(optimizer)
     np.testing.assert_allclose(hp["learning_rate"], ref["lr"], rtol=2e-5)
-    np.testing.assert_allclose(hp["hypergradient/learning_rate"], ref["h"],
-                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(hp["hypergradient/learning_rate"], ref["h"], rtol=1e-4, atol=1e-7)
   assert int(optimizer.step[...]) == STEPS
   # The learning rate did move, so the comparison covers the whole update.
   assert abs(mof.hyperparams(optimizer)["learning_rate"] - ETA0) > 1e-4
@@ -208,9 +206,7 @@ def test_nnx_value_fn_is_the_loss_of_the_step():
   # value_fn(w_t) is the loss whose gradient was returned, with the same
   # dropout mask and train-mode batch statistics ...
   assert_trees_close(out.value_fn(params), out.value, rtol=1e-6, atol=0)
-  assert_trees_close(
-      nnx.as_pure(jax.grad(out.value_fn)(params)), nnx.as_pure(out.grads)
-  )
+  assert_trees_close(nnx.as_pure(jax.grad(out.value_fn)(params)), nnx.as_pure(out.grads))
   # ... even though the model's own streams and statistics have moved on:
   # a fresh forward pass now draws another dropout mask.
   assert int(model.do.rngs.count[...]) == 1
@@ -224,9 +220,7 @@ def test_nnx_value_fn_is_the_loss_of_the_step():
   # update_state=False leaves the model untouched.
   mof.nnx_value_and_grad(nnx_train_loss, model, x, y, update_state=False)
   assert int(model.do.rngs.count[...]) == 2
-  chex.assert_trees_all_equal(
-      nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), stats_after
-  )
+  chex.assert_trees_all_equal(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), stats_after)
 
 
 def test_nnx_value_fn_snapshot_before_forward():
@@ -234,17 +228,15 @@ def test_nnx_value_fn_snapshot_before_forward():
   x, y, _, _ = make_data()[0]
   value_fn = mof.nnx_value_fn(nnx_train_loss, model, x, y)
   loss = nnx_train_loss(model, x, y)  # advances the dropout stream
-  assert_trees_close(
-      value_fn(nnx.as_pure(nnx.state(model, nnx.Param))), loss, rtol=1e-6, atol=0
-  )
+  assert_trees_close(value_fn(nnx.as_pure(nnx.state(model, nnx.Param))), loss, rtol=1e-6, atol=0)
 
 
 def test_nnx_hypergradient_finite_and_hessian_used():
   model, _, _, _ = nnx_setup()
   optimizer = nnx.Optimizer(
-      model,
-      mo.marthe(optax.sgd, 0.05, hyper_lr_step=0.0, mu=1.0),
-      wrt=nnx.Param,
+    model,
+    mo.marthe(optax.sgd, 0.05, hyper_lr_step=0.0, mu=1.0),
+    wrt=nnx.Param,
   )
   for x, y, xv, yv in make_data()[:3]:
     nnx_step(model, optimizer, x, y, xv, yv)
@@ -258,9 +250,7 @@ def test_nnx_hypergradient_finite_and_hessian_used():
 
 def test_nnx_optimizer_state_accessors():
   model, _, _, _ = nnx_setup()
-  optimizer = nnx.Optimizer(
-      model, mo.marthe(optax.adam, 3e-4, hyper_lr_step=1e-8), wrt=nnx.Param
-  )
+  optimizer = nnx.Optimizer(model, mo.marthe(optax.adam, 3e-4, hyper_lr_step=1e-8), wrt=nnx.Param)
   # nnx.Optimizer wraps every leaf of the optimizer state in an OptArray
   # variable: optax.tree.get finds the field and returns the variable ...
   lr = optax.tree.get(optimizer.opt_state, "learning_rate")
@@ -274,8 +264,13 @@ def test_nnx_optimizer_state_accessors():
     np.testing.assert_allclose(got, value, rtol=1e-6)
   hp = mof.hyperparams(optimizer)
   assert hp == mo.hyperparam_log(optimizer)
-  assert {"learning_rate", "hyper_lr/learning_rate", "mu/learning_rate",
-          "hypergradient/learning_rate", "safeguard_count"} <= set(hp)
+  assert {
+    "learning_rate",
+    "hyper_lr/learning_rate",
+    "mu/learning_rate",
+    "hypergradient/learning_rate",
+    "safeguard_count",
+  } <= set(hp)
   assert all(isinstance(v, (float, int)) for v in hp.values())
   # A plain Optax state holds no MARTHE state.
   plain = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
@@ -297,12 +292,10 @@ def test_nnx_hd_needs_no_value_fn():
 
 
 class LinenMLP(nn.Module):
-
   @nn.compact
   def __call__(self, x, *, train: bool, dropout_key=None):
     h = nn.Dense(HIDDEN, name="l1")(x)
-    h = nn.BatchNorm(use_running_average=not train, momentum=MOMENTUM,
-                     epsilon=EPS, name="bn")(h)
+    h = nn.BatchNorm(use_running_average=not train, momentum=MOMENTUM, epsilon=EPS, name="bn")(h)
     h = nn.Dropout(RATE, deterministic=not train)(jax.nn.relu(h), rng=dropout_key)
     return nn.Dense(CLASSES, name="l2")(h)
 
@@ -317,25 +310,26 @@ def linen_step(state, base_key, x, y, xv, yv):
 
   def loss(params, batch_stats):
     logits, updates = state.apply_fn(
-        {"params": params, "batch_stats": batch_stats}, x,
-        train=True, dropout_key=key, mutable=["batch_stats"],
+      {"params": params, "batch_stats": batch_stats},
+      x,
+      train=True,
+      dropout_key=key,
+      mutable=["batch_stats"],
     )
     return ce(logits, y) + weight_decay(params), updates["batch_stats"]
 
   def objective(params):
     return ce(
-        state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, xv, train=False
-        ),
-        yv,
+      state.apply_fn({"params": params, "batch_stats": state.batch_stats}, xv, train=False),
+      yv,
     )
 
   out = mof.value_and_grad(loss, state.params, state.batch_stats, has_aux=True)
   state = state.apply_gradients(
-      grads=out.grads,
-      value_fn=out.value_fn,
-      val_grads=jax.grad(objective)(state.params),
-      batch_stats=out.aux,
+    grads=out.grads,
+    value_fn=out.value_fn,
+    val_grads=jax.grad(objective)(state.params),
+    batch_stats=out.aux,
   )
   return state, out.value
 
@@ -348,8 +342,10 @@ def test_linen_loop_matches_pure_jax_reference():
   variables = model.init(jax.random.key(0), batches[0][0], train=False)
   chex.assert_trees_all_equal_shapes(variables["params"], params)
   state = LinenState.create(
-      apply_fn=model.apply, params=params, tx=make_tx(),
-      batch_stats={"bn": stats},
+    apply_fn=model.apply,
+    params=params,
+    tx=make_tx(),
+    batch_stats={"bn": stats},
   )
   for t, (x, y, xv, yv) in enumerate(batches):
     state, loss = linen_step(state, base_key, x, y, xv, yv)
@@ -358,7 +354,7 @@ def test_linen_loop_matches_pure_jax_reference():
     assert_trees_close(state.params, ref["params"])
     assert_trees_close(state.batch_stats["bn"], ref["stats"])
     np.testing.assert_allclose(
-        optax.tree.get(state.opt_state, "learning_rate"), ref["lr"], rtol=2e-5
+      optax.tree.get(state.opt_state, "learning_rate"), ref["lr"], rtol=2e-5
     )
   assert int(state.step) == STEPS
   assert abs(mof.hyperparams(state)["learning_rate"] - ETA0) > 1e-4
@@ -372,12 +368,12 @@ def test_apply_gradients_forwards_and_replaces():
     return updates, state
 
   tx = optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
-  state = LinenState.create(
-      apply_fn=None, params={"w": jnp.ones(2)}, tx=tx, batch_stats={}
-  )
+  state = LinenState.create(apply_fn=None, params={"w": jnp.ones(2)}, tx=tx, batch_stats={})
   new = mof.apply_gradients(
-      state, grads={"w": jnp.ones(2)}, tx_args={"value_fn": "f", "other": 3},
-      batch_stats={"m": jnp.zeros(1)},
+    state,
+    grads={"w": jnp.ones(2)},
+    tx_args={"value_fn": "f", "other": 3},
+    batch_stats={"m": jnp.zeros(1)},
   )
   assert seen == {"value_fn": "f", "other": 3}
   assert int(new.step) == 1 and "m" in new.batch_stats
@@ -405,8 +401,10 @@ def test_flax_nnx_notebook_runs(tmp_path, monkeypatch):
   monkeypatch.setenv("MARTHE_NOTEBOOK_PRESET", "tiny")
   monkeypatch.setenv("MPLBACKEND", "Agg")
   nbclient.NotebookClient(
-      nb, timeout=600, kernel_name="python3",
-      resources={"metadata": {"path": str(tmp_path)}},
+    nb,
+    timeout=600,
+    kernel_name="python3",
+    resources={"metadata": {"path": str(tmp_path)}},
   ).execute()
   text, images = [], 0
   for cell in nb.cells:

@@ -36,12 +36,11 @@ def _runner(tx, problem, steps=None, value=True):
   def step(params, state, t, scale):
     x, y = problem.xs[t], problem.ys[t]
     loss, grads = jax.value_and_grad(P.loss)(params, x, y)
-    val_grads = jax.grad(lambda p: scale * P.loss(p, problem.x_val, problem.y_val))(
-        params)
+    val_grads = jax.grad(lambda p: scale * P.loss(p, problem.x_val, problem.y_val))(params)
     extra = dict(value=loss) if value else {}
     updates, state = tx.update(
-        grads, state, params, val_grads=val_grads,
-        value_fn=lambda p: P.loss(p, x, y), **extra)
+      grads, state, params, val_grads=val_grads, value_fn=lambda p: P.loss(p, x, y), **extra
+    )
     return optax.apply_updates(params, updates), state
 
   def run(scale=1.0):
@@ -68,8 +67,7 @@ def _run(tx, problem, steps=None, value=True):
 def test_trajectory_is_invariant_to_the_scale_of_the_objective(mu, first_order):
   with jax.enable_x64(True):
     problem = P.make_problem(seed=4, steps=12, dtype=jnp.float64)
-    tx = mo.marthe(optax.sgd, 0.1, mu=mu, first_order=first_order,
-                   step_size=0.1)
+    tx = mo.marthe(optax.sgd, 0.1, mu=mu, first_order=first_order, step_size=0.1)
     run = _runner(tx, problem)
     base = run()
     moved = base[2]["learning_rate"]
@@ -81,8 +79,7 @@ def test_trajectory_is_invariant_to_the_scale_of_the_objective(mu, first_order):
     for c in (3.7, 1e-3, 250.0):  # any c > 0: to round-off
       params, _, trace = run(c)
       np.testing.assert_allclose(trace["learning_rate"], moved, rtol=1e-12)
-      np.testing.assert_allclose(trace["mu/learning_rate"],
-                                 base[2]["mu/learning_rate"], rtol=1e-12)
+      np.testing.assert_allclose(trace["mu/learning_rate"], base[2]["mu/learning_rate"], rtol=1e-12)
       chex.assert_trees_all_close(params, base[0], rtol=1e-12)
 
 
@@ -90,8 +87,10 @@ def test_multi_trajectory_is_invariant_to_the_scale_of_the_objective():
   with jax.enable_x64(True):
     problem = P.make_problem(seed=5, steps=10, dtype=jnp.float64)
     tx = mo.marthe_multi(
-        functools.partial(optax.sgd, nesterov=True),
-        {"learning_rate": 0.1, "momentum": 0.5}, step_size=0.1)
+      functools.partial(optax.sgd, nesterov=True),
+      {"learning_rate": 0.1, "momentum": 0.5},
+      step_size=0.1,
+    )
     run = _runner(tx, problem)
     _, _, base = run()
     _, _, scaled = run(42.0)
@@ -117,24 +116,26 @@ def test_first_order_hypergradient_matches_autodiff_with_fixed_gradients(name, m
     np.testing.assert_array_equal(trace["learning_rate"], eta0)
     for t in range(1, STEPS):
       expected = P.unrolled_directional_derivative(
-          inner, problem, eta0, mu, t, fixed_gradients=True)
+        inner, problem, eta0, mu, t, fixed_gradients=True
+      )
       assert abs(expected) > 1e-8
-      np.testing.assert_allclose(
-          trace["hypergradient/learning_rate"][t], expected, rtol=1e-10)
+      np.testing.assert_allclose(trace["hypergradient/learning_rate"][t], expected, rtol=1e-10)
 
 
 def _live(inner, first_order, eta=0.01):
   params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
   update = lambda g, s, w, theta: inner(theta[0]).update(g, s, w)
   return _tangent.live_state_leaves(
-      update, jnp.array([eta]), params, inner(eta).init(params), params,
-      first_order)
+    update, jnp.array([eta]), params, inner(eta).init(params), params, first_order
+  )
 
 
 ADAM_FULL = (False, True, True, True, True)  # count (int), mu, nu (2 leaves each)
 
 
-@pytest.mark.parametrize("name,first_order,full", [
+@pytest.mark.parametrize(
+  "name,first_order,full",
+  [
     ("sgd", (), ()),
     # The moments depend on the gradient alone: with H = 0 nothing feeds them.
     ("momentum", (False, False), (True, True)),
@@ -142,7 +143,8 @@ ADAM_FULL = (False, True, True, True, True)  # count (int), mu, nu (2 leaves eac
     ("adamw", (False,) * 5, ADAM_FULL),
     # add_decayed_weights before the momentum: the trace sees the params.
     ("chain", (True, True), (True, True)),
-])
+  ],
+)
 def test_live_state_leaves_of_the_tangent(name, first_order, full):
   assert _live(P.INNERS[name], first_order=True) == first_order
   # The full tangent moves the gradient too: every float leaf is live.
@@ -164,15 +166,14 @@ def test_first_order_and_full_tangents_agree_on_a_linear_loss(name):
     a, v, w0 = _linear_problem()
     outs = {}
     for first_order in (True, False):
-      tx = mo.marthe(P.INNERS[name], ETA0[name], mu=0.9,
-                     first_order=first_order, step_size=0.05)
+      tx = mo.marthe(P.INNERS[name], ETA0[name], mu=0.9, first_order=first_order, step_size=0.05)
       params, state = w0, tx.init(w0)
       trace = []
       for t in range(a.shape[0]):
         loss = lambda p, t=t: jnp.dot(a[t], p["w"])
         updates, state = tx.update(
-            jax.grad(loss)(params), state, params, value_fn=loss,
-            val_grads={"w": v})
+          jax.grad(loss)(params), state, params, value_fn=loss, val_grads={"w": v}
+        )
         params = optax.apply_updates(params, updates)
         trace.append((state.hypergradient, state.learning_rate))
       outs[first_order] = (params, np.array(trace))
@@ -208,8 +209,9 @@ def test_plain_adam_on_a_parabola_with_a_coordinate_at_its_optimum():
   tx = mo.marthe(optax.adam, 1e-2)
   params = jnp.array([0.0, 0.0, 0.0])
   state = tx.init(params)
-  step = jax.jit(lambda p, s: tx.update(
-      jax.grad(loss)(p), s, p, value=loss(p), val_grads=jax.grad(loss)(p)))
+  step = jax.jit(
+    lambda p, s: tx.update(jax.grad(loss)(p), s, p, value=loss(p), val_grads=jax.grad(loss)(p))
+  )
   for _ in range(300):
     updates, state = step(params, state)
     params = optax.apply_updates(params, updates)
@@ -220,17 +222,19 @@ def test_plain_adam_on_a_parabola_with_a_coordinate_at_its_optimum():
   chex.assert_tree_all_finite(state)
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: mo.marthe(optax.adam, 1e-2, hyper_lr_step=1e-2),
     lambda: mo.marthe(optax.adam, 1e-2, first_order=False),
-])
+  ],
+)
 def test_dead_units_under_plain_adam_are_repaired_not_guarded(make):
   params, loss = P.dead_relu_problem()
   tx = make()
   state = tx.init(params)
   for _ in range(10):
-    updates, state = tx.update(jax.grad(loss)(params), state, params,
-                               value_fn=loss)
+    updates, state = tx.update(jax.grad(loss)(params), state, params, value_fn=loss)
     params = optax.apply_updates(params, updates)
   chex.assert_tree_all_finite((params, state))
   assert int(state.nonfinite_count) == 0
@@ -284,8 +288,7 @@ def test_safeguard_ignores_ordinary_fluctuations_and_the_paper_rule_ignores_valu
   values = np.exp(-np.arange(200) / 50) * (1 + 0.5 * rng.random(200))
   states = _feed(mo.marthe(optax.sgd, 0.1, mu=0.0), params, values)
   assert int(states[-1].safeguard_count) == 0
-  paper = _feed(mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, mu=0.0), params,
-                [1.0, 100.0])
+  paper = _feed(mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, mu=0.0), params, [1.0, 100.0])
   assert int(paper[-1].safeguard_count) == 0
 
 
@@ -314,10 +317,8 @@ def test_schedule_hypergradient_is_with_respect_to_the_scale(name):
     tx = mo.marthe(inner, eta0, hyper_lr_step=0.0, mu=0.5, schedule=schedule)
     _, _, trace = _run(tx, problem, value=False)
     for t in range(1, STEPS):
-      expected = P.unrolled_directional_derivative(
-          inner, problem, eta0, 0.5, t, schedule=schedule)
-      np.testing.assert_allclose(
-          trace["hypergradient/learning_rate"][t], expected, rtol=1e-10)
+      expected = P.unrolled_directional_derivative(inner, problem, eta0, 0.5, t, schedule=schedule)
+      np.testing.assert_allclose(trace["hypergradient/learning_rate"][t], expected, rtol=1e-10)
 
 
 def test_schedule_shapes_the_steps():
@@ -337,26 +338,32 @@ def test_schedule_shapes_the_steps():
 
 
 @pytest.mark.parametrize(
-    "make,error,match",
-    [
-        (lambda: mo.marthe(optax.sgd, 0.1, 1e-3), TypeError, "positional"),
-        (lambda: mo.hd(optax.sgd, 0.1, 1e-3), TypeError, "positional"),
-        (lambda: mo.rtho(optax.sgd, 0.1, 1e-3), TypeError, "positional"),
-        (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": 0.1}, 1e-3),
-         TypeError, "positional"),
-        (lambda: mo.marthe(optax.sgd, 0.0), ValueError, "multiplicatively"),
-        (lambda: mo.marthe(optax.sgd, 0.1, step_size=-0.1), ValueError, "step_size"),
-        (lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, step_size=0.1),
-         ValueError, "cannot be combined"),
-        (lambda: mo.marthe(optax.sgd, 0.1, mu="sometimes"), ValueError, "smoothed"),
-        (lambda: mo.marthe(optax.sgd, optax.cosine_decay_schedule(0.1, 100)),
-         ValueError, "schedule=..."),
-        (lambda: mo.marthe(optax.sgd, 0.1, schedule=0.5), ValueError,
-         "Optax schedule"),
-        (lambda: mo.marthe_multi(optax.adamw, {"learning_rate": 0.1,
-                                               "weight_decay": 0.0}),
-         ValueError, "weight_decay must start above"),
-    ],
+  "make,error,match",
+  [
+    (lambda: mo.marthe(optax.sgd, 0.1, 1e-3), TypeError, "positional"),
+    (lambda: mo.hd(optax.sgd, 0.1, 1e-3), TypeError, "positional"),
+    (lambda: mo.rtho(optax.sgd, 0.1, 1e-3), TypeError, "positional"),
+    (lambda: mo.marthe_multi(optax.sgd, {"learning_rate": 0.1}, 1e-3), TypeError, "positional"),
+    (lambda: mo.marthe(optax.sgd, 0.0), ValueError, "multiplicatively"),
+    (lambda: mo.marthe(optax.sgd, 0.1, step_size=-0.1), ValueError, "step_size"),
+    (
+      lambda: mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3, step_size=0.1),
+      ValueError,
+      "cannot be combined",
+    ),
+    (lambda: mo.marthe(optax.sgd, 0.1, mu="sometimes"), ValueError, "smoothed"),
+    (
+      lambda: mo.marthe(optax.sgd, optax.cosine_decay_schedule(0.1, 100)),
+      ValueError,
+      "schedule=...",
+    ),
+    (lambda: mo.marthe(optax.sgd, 0.1, schedule=0.5), ValueError, "Optax schedule"),
+    (
+      lambda: mo.marthe_multi(optax.adamw, {"learning_rate": 0.1, "weight_decay": 0.0}),
+      ValueError,
+      "weight_decay must start above",
+    ),
+  ],
 )
 def test_bad_arguments_raise(make, error, match):
   with pytest.raises(error, match=match):
@@ -367,8 +374,14 @@ def test_defaults_and_state_fields():
   tx = mo.marthe(optax.sgd, learning_rate=0.01)
   params = {"w": jnp.ones(4)}
   state = tx.init(params)
-  for name in ("learning_rate", "hypergradient", "mu", "nonfinite_count",
-               "safeguard_count", "repaired_count"):
+  for name in (
+    "learning_rate",
+    "hypergradient",
+    "mu",
+    "nonfinite_count",
+    "safeguard_count",
+    "repaired_count",
+  ):
     assert optax.tree.get(state, name).shape == (), name
   assert mo.marthe.__kwdefaults__["hyper_lr_step"] is None
 
@@ -377,8 +390,8 @@ def test_multi_knob_free_per_layer_learning_rates_move():
   problem = P.make_problem(seed=1, steps=20)
   labels = lambda p: {k: "hidden" if k.endswith("0") else "out" for k in p}
   tx = mo.marthe_multi(
-      mo.per_group(optax.sgd, labels),
-      {"learning_rate": {"hidden": 0.05, "out": 0.05}})
+    mo.per_group(optax.sgd, labels), {"learning_rate": {"hidden": 0.05, "out": 0.05}}
+  )
   _, state, trace = _run(tx, problem)
   assert trace["learning_rate/hidden"][-1] != trace["learning_rate/out"][-1]
   assert int(state.nonfinite_count) == 0
@@ -394,16 +407,13 @@ def test_unconstrained_coordinates_invert():
   high = jnp.array([jnp.inf, jnp.inf, jnp.inf, 1.0, 1.0])
   phi = _rules.unconstrained(theta, low, high)
   np.testing.assert_allclose(_rules.constrained(phi, low, high), theta, rtol=1e-6)
-  scale = jax.vmap(jax.grad(lambda p, lo, hi: _rules.constrained(p, lo, hi)))(
-      phi, low, high)
-  np.testing.assert_allclose(_rules.unconstrained_scale(theta, low, high), scale,
-                             rtol=1e-5)
+  scale = jax.vmap(jax.grad(lambda p, lo, hi: _rules.constrained(p, lo, hi)))(phi, low, high)
+  np.testing.assert_allclose(_rules.unconstrained_scale(theta, low, high), scale, rtol=1e-5)
 
 
 def test_normalized_step_is_scale_free_and_bounded():
   g = jnp.array([0.3, -2.0, 5.0, 0.0])
-  m, v, n, d = _rules.normalized_step(jnp.zeros(4), jnp.zeros(4), jnp.zeros(4),
-                                      g, 0.9, 0.999)
+  m, v, n, d = _rules.normalized_step(jnp.zeros(4), jnp.zeros(4), jnp.zeros(4), g, 0.9, 0.999)
   np.testing.assert_allclose(d, jnp.sign(g), rtol=1e-4)  # first step +-1, 0 at 0
   _, _, _, d2 = _rules.normalized_step(m, v, n, 1e-3 * g, 0.9, 0.999)
   _, _, _, d3 = _rules.normalized_step(1e3 * m, 1e6 * v, n, g, 0.9, 0.999)
@@ -412,6 +422,5 @@ def test_normalized_step_is_scale_free_and_bounded():
 
 
 def test_smoothed_agreement_is_a_moving_average_of_q():
-  q = _rules.smoothed_agreement(jnp.float32(1.0), jnp.float32(-1.0),
-                                jnp.float32(1.0), 0.9)
+  q = _rules.smoothed_agreement(jnp.float32(1.0), jnp.float32(-1.0), jnp.float32(1.0), 0.9)
   assert float(q) == pytest.approx(0.9)  # q~ = 0 lowers it by 10 %, not to 0

@@ -52,8 +52,7 @@ def test_step_passes_exactly_the_extra_args_the_method_needs(name, validation):
   step = loop.make_step(_spy(seen), _loss, needs)
   _, _, _, out = step(params, optax.EmptyState(), batch, val)
   expected = {"val_value": "value"}
-  names = {expected.get(n, n) for n in needs
-           if validation or n not in ("val_grads", "val_value")}
+  names = {expected.get(n, n) for n in needs if validation or n not in ("val_grads", "val_value")}
   assert set(seen[0]) == names
   extra = seen[0]
   value = _loss(params, batch)
@@ -61,8 +60,7 @@ def test_step_passes_exactly_the_extra_args_the_method_needs(name, validation):
   if "value_fn" in extra:
     np.testing.assert_allclose(extra["value_fn"](params), value, rtol=1e-6)
   if "val_grads" in extra:
-    chex.assert_trees_all_close(extra["val_grads"], jax.grad(_loss)(params, val),
-                                rtol=1e-6)
+    chex.assert_trees_all_close(extra["val_grads"], jax.grad(_loss)(params, val), rtol=1e-6)
   if "value" in extra:
     want = _loss(params, val) if "val_value" in needs else value
     np.testing.assert_allclose(extra["value"], want, rtol=1e-6)
@@ -81,7 +79,8 @@ def test_step_forwards_extra_arguments_and_uses_the_objective():
   step(params, optax.EmptyState(), (xs[0], ys[0]), (xv, yv), hint=7)
   assert seen[0]["hint"] == 7
   chex.assert_trees_all_close(
-      seen[0]["val_grads"], jax.grad(objective)(params, (xv, yv)), rtol=1e-6)
+    seen[0]["val_grads"], jax.grad(objective)(params, (xv, yv)), rtol=1e-6
+  )
 
 
 def test_step_rejects_unknown_extra_args():
@@ -97,9 +96,14 @@ def test_registry_errors_on_unknown_names():
   assert methods.get(methods.METHODS["hd"]) is methods.METHODS["hd"]
 
 
-VALUES = {"beta": 1e-3, "kappa": 1e-6, "hyper": methods.Hyper(1e-3, 0.0, 0.5),
-          "accumulation_size": 2, "schedule": optax.linear_schedule(1.0, 0.5, 10),
-          None: None}
+VALUES = {
+  "beta": 1e-3,
+  "kappa": 1e-6,
+  "hyper": methods.Hyper(1e-3, 0.0, 0.5),
+  "accumulation_size": 2,
+  "schedule": optax.linear_schedule(1.0, 0.5, 10),
+  None: None,
+}
 
 
 @pytest.mark.parametrize("name", sorted(methods.METHODS))
@@ -147,14 +151,14 @@ def test_knob_free_schedule_is_knob_free_on_the_schedule_shape():
   _, unit, unit_state = run("knob_free_schedule", optax.constant_schedule(1.0))
   chex.assert_trees_all_equal(unit, plain)
   assert float(methods.stat(unit_state, "learning_rate")) == float(
-      methods.stat(plain_state, "learning_rate"))
+    methods.stat(plain_state, "learning_rate")
+  )
   # A warm-up from 0: the first step does not move the params, the scale is read.
   first, _, state = run("knob_free_schedule", optax.linear_schedule(0.0, 1.0, 3))
   chex.assert_trees_all_equal(first, params0)
   m = methods.get("knob_free_schedule")
   assert m.needs == ("val_grads", "value") and m.value == "schedule"
-  assert float(m.learning_rate(state, 2, 0.1)) == float(
-      methods.stat(state, "learning_rate"))
+  assert float(m.learning_rate(state, 2, 0.1)) == float(methods.stat(state, "learning_rate"))
 
 
 def test_plain_reads_its_schedule():
@@ -177,8 +181,9 @@ def _run(method, value, params, xs, ys, xv, yv):
   tx = m.make(optax.sgd, 0.1, value)
   step = loop.make_step(tx, _loss, m.needs)
   record = lambda x, p, s, out: (methods.stat(s, "learning_rate"), out.value)
-  run = loop.scan(step, params, tx.init(params), (xs, ys),
-                  batches=lambda x: (x, (xv, yv)), record=record)
+  run = loop.scan(
+    step, params, tx.init(params), (xs, ys), batches=lambda x: (x, (xv, yv)), record=record
+  )
   return run.params, run.records
 
 
@@ -191,8 +196,9 @@ def test_scan_vmapped_over_seeds_and_grid_values_equals_single_runs():
   vmapped = jax.jit(jax.vmap(functools.partial(_run, "hd")))(betas, params, *data)
   for i in range(3):
     row = lambda tree: jax.tree.map(lambda a: a[i], tree)
-    chex.assert_trees_all_close(row(vmapped), run(betas[i], row(params), *row(data)),
-                                rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(
+      row(vmapped), run(betas[i], row(params), *row(data)), rtol=1e-6, atol=1e-7
+    )
   # The grid values differ, and so do the runs.
   assert len(set(np.asarray(vmapped[1][0][:, -1]).tolist())) == 3
 
@@ -202,13 +208,17 @@ def test_scan_equals_a_python_loop_of_steps_and_records_w_t():
   xs, ys, xv, yv = _data(3)
   tx = methods.get("rtho").make(optax.sgd, 0.1, 1e-2)
   step = loop.make_step(tx, _loss, methods.get("rtho").needs)
-  run = loop.scan(step, params, tx.init(params), (xs, ys),
-                  batches=lambda x: (x, (xv, yv)),
-                  record=lambda x, p, s, out: (p, out.value))
+  run = loop.scan(
+    step,
+    params,
+    tx.init(params),
+    (xs, ys),
+    batches=lambda x: (x, (xv, yv)),
+    record=lambda x, p, s, out: (p, out.value),
+  )
   p, s = params, tx.init(params)
   for t in range(xs.shape[0]):
-    chex.assert_trees_all_close(jax.tree.map(lambda a: a[t], run.records[0]), p,
-                                rtol=1e-6)
+    chex.assert_trees_all_close(jax.tree.map(lambda a: a[t], run.records[0]), p, rtol=1e-6)
     p, s, _, out = step(p, s, (xs[t], ys[t]), (xv, yv))
     np.testing.assert_allclose(run.records[1][t], out.value, rtol=1e-6)
   chex.assert_trees_all_close(run.params, p, rtol=1e-6)
@@ -222,18 +232,24 @@ def test_stateful_step_threads_the_model_state_and_the_aux():
 
   objective = lambda w, count, batch: jnp.sum((w - batch) ** 2) + count
   tx = methods.get("rtho").make(optax.sgd, 0.1, 0.0)
-  step = loop.make_step(tx, loss, ("value_fn", "val_grads"), objective=objective,
-                        has_aux=True, stateful=True)
+  step = loop.make_step(
+    tx, loss, ("value_fn", "val_grads"), objective=objective, has_aux=True, stateful=True
+  )
   w = jnp.zeros(2)
-  run = loop.scan(step, w, tx.init(w), jnp.ones((4, 2)),
-                  batches=lambda x: (x, 2 * x), model_state=jnp.int32(0),
-                  record=lambda x, p, s, out: (out.aux, out.objective))
+  run = loop.scan(
+    step,
+    w,
+    tx.init(w),
+    jnp.ones((4, 2)),
+    batches=lambda x: (x, 2 * x),
+    model_state=jnp.int32(0),
+    record=lambda x, p, s, out: (out.aux, out.objective),
+  )
   assert int(run.model_state) == 4
   aux, objective_values = run.records
   np.testing.assert_allclose(aux[0], 4.0)  # 2 * |0 - 1|^2 * 2 coordinates
   # E = |w - 2|^2 + count at w = 0, .2, .36, .488 (beta = 0: eta stays 0.1).
-  np.testing.assert_allclose(objective_values, [8.0, 7.48, 7.3792, 7.572288],
-                             rtol=1e-5)
+  np.testing.assert_allclose(objective_values, [8.0, 7.48, 7.3792, 7.572288], rtol=1e-5)
 
 
 def test_run_in_chunks_pads_the_last_call():
@@ -256,12 +272,14 @@ def test_select_from_curves_is_the_library_selection():
   chosen, i = choose.select_from_curves(curves, grid)
   assert i == 1 and float(chosen.value) == pytest.approx(1e-2)
   ref = selection.select_hyper_lr_step(
-      lambda v: jnp.asarray(curves)[jnp.argmin(jnp.abs(jnp.log(jnp.asarray(grid)) - jnp.log(v)))],
-      candidates=np.sort(grid)[::-1])
+    lambda v: jnp.asarray(curves)[jnp.argmin(jnp.abs(jnp.log(jnp.asarray(grid)) - jnp.log(v)))],
+    candidates=np.sort(grid)[::-1],
+  )
   assert float(ref.value) == pytest.approx(float(chosen.value))
   np.testing.assert_array_equal(choose.diverged(curves), [False, False, True, True])
   np.testing.assert_array_equal(
-      choose.diverged(curves), np.asarray(selection.divergence(jnp.asarray(curves)).diverged))
+    choose.diverged(curves), np.asarray(selection.divergence(jnp.asarray(curves)).diverged)
+  )
   chosen, i = choose.select_from_curves(curves * np.linspace(1, 9, 20), grid)
   assert chosen is None and i == 0
 

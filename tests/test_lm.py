@@ -80,7 +80,7 @@ def test_pydoc_corpus_ships_with_python():
   assert c.vocab == "".join(sorted(set(text)))
   assert len(c.train) == int(0.8 * len(text)) and len(c.val) == int(0.1 * len(text))
   assert len(c.train) + len(c.val) + len(c.test) == len(text)
-  assert c.decode(c.val[:50]) == text[len(c.train):len(c.train) + 50]
+  assert c.decode(c.val[:50]) == text[len(c.train) : len(c.train) + 50]
 
 
 # ------------------------------------------------------------------- the model
@@ -145,8 +145,12 @@ def test_fed_hypergradient_step_with_zero_rates_is_adamw(prepared):
   """HD with beta = 0 fed the objective follows AdamW exactly (same windows)."""
   p_adam, _, t_adam = _run(prepared, optax.adamw(1e-3), ())
   read = lambda s, t: optax.tree.get(s, "learning_rate")
-  p_hd, state, t_hd = _run(prepared, mo.hd(optax.adamw, learning_rate=1e-3, hyper_lr=0.0),
-                           ("value_fn", "val_grads"), read_lr=read)
+  p_hd, state, t_hd = _run(
+    prepared,
+    mo.hd(optax.adamw, learning_rate=1e-3, hyper_lr=0.0),
+    ("value_fn", "val_grads"),
+    read_lr=read,
+  )
   chex.assert_trees_all_close(p_hd, p_adam, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(t_hd.train_loss, t_adam.train_loss, rtol=1e-5)
   np.testing.assert_allclose(t_hd.learning_rate, 1e-3)
@@ -159,8 +163,9 @@ def test_fed_hypergradient_step_with_zero_rates_is_adamw(prepared):
 
 def test_prefix_run_and_eval_params(prepared):
   sf = optax.contrib.schedule_free_adamw()
-  params, state, trace = _run(prepared, sf, (), steps=5,
-                              eval_params=optax.contrib.schedule_free_eval_params)
+  params, state, trace = _run(
+    prepared, sf, (), steps=5, eval_params=optax.contrib.schedule_free_eval_params
+  )
   assert trace.train_loss.shape == (5,) and trace.curve.shape == (0,)
   raw = state.z  # the eval params are not the iterate itself
   assert not np.allclose(jax.tree.leaves(params)[0], jax.tree.leaves(raw)[0])
@@ -199,7 +204,8 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     assert s["seeds"] == CONFIG.seeds and s["time"]["total_ratio"] > 0
     assert len(s["curve"]["val_bits_mean"]) == CONFIG.steps // CONFIG.eval_every + 1
   assert by_name["adamw"]["curve"]["val_bits_mean"][0] == pytest.approx(
-      by_name["cosine"]["curve"]["val_bits_mean"][0])  # the same w_0
+    by_name["cosine"]["curve"]["val_bits_mean"][0]
+  )  # the same w_0
   table = (tmp_path / "lm.md").read_text()
   assert all(s["label"] in table for s in saved["methods"])
   assert result["corpus"]["vocab"] == len(lm.pydoc_corpus().vocab)

@@ -24,8 +24,10 @@ def _execute(name, tmp_path, monkeypatch):
   monkeypatch.setenv("MPLBACKEND", "Agg")
   nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
   client = nbclient.NotebookClient(
-      nb, timeout=600, kernel_name="python3",
-      resources={"metadata": {"path": str(tmp_path)}},
+    nb,
+    timeout=600,
+    kernel_name="python3",
+    resources={"metadata": {"path": str(tmp_path)}},
   )
   client.execute()
   text, images = [], 0
@@ -65,7 +67,6 @@ def _install_cell_requirement(name, monkeypatch, found):
   namespace, calls = {}, []
 
   class Shell:  # the part of IPython's shell that the cell uses
-
     def run_line_magic(self, magic, line, _stack_depth=1):
       expanded = re.sub(r"\$(\w+)", lambda m: str(namespace[m.group(1)]), line)
       calls.append((magic, expanded))
@@ -78,18 +79,20 @@ def _install_cell_requirement(name, monkeypatch, found):
     return None
   ((magic, line),) = calls
   assert magic == "pip" and line.startswith("install -q "), line
-  return shlex.split(line[len("install -q "):])
+  return shlex.split(line[len("install -q ") :])
 
 
 LAB = "git+https://github.com/marthe-optax/marthe-optax#subdirectory=lab"
 
 
 @pytest.mark.parametrize(
-    "name,others",
-    [("figure1.ipynb", ["marthe-optax-lab @ " + LAB]),
-     ("figure2.ipynb", ["marthe-optax-lab @ " + LAB]),
-     ("lm.ipynb", ["marthe-optax-lab @ " + LAB]),
-     ("flax_nnx.ipynb", ["scikit-learn", "matplotlib"])],
+  "name,others",
+  [
+    ("figure1.ipynb", ["marthe-optax-lab @ " + LAB]),
+    ("figure2.ipynb", ["marthe-optax-lab @ " + LAB]),
+    ("lm.ipynb", ["marthe-optax-lab @ " + LAB]),
+    ("flax_nnx.ipynb", ["scikit-learn", "matplotlib"]),
+  ],
 )
 def test_install_cell_sources(name, others, monkeypatch, tmp_path):
   # Everything importable (a checkout): nothing is installed.
@@ -98,23 +101,26 @@ def test_install_cell_sources(name, others, monkeypatch, tmp_path):
   # from the repository.
   monkeypatch.delenv("MARTHE_OPTAX_SOURCE", raising=False)
   monkeypatch.delenv("MARTHE_LAB_SOURCE", raising=False)
-  assert _install_cell_requirement(name, monkeypatch, None) == [
-      "marthe-optax[flax]"] + others
+  assert _install_cell_requirement(name, monkeypatch, None) == ["marthe-optax[flax]"] + others
   # A local wheel or checkout: a file URL to its absolute path.
   wheel = tmp_path / "marthe_optax-0.1.0-py3-none-any.whl"
   monkeypatch.setenv("MARTHE_OPTAX_SOURCE", str(wheel))
-  assert _install_cell_requirement(name, monkeypatch, None) == [
-      f"marthe-optax[flax] @ {wheel.as_uri()}"] + others
+  assert (
+    _install_cell_requirement(name, monkeypatch, None)
+    == [f"marthe-optax[flax] @ {wheel.as_uri()}"] + others
+  )
   # A URL, as is.
   url = "git+https://github.com/marthe-optax/marthe-optax"
   monkeypatch.setenv("MARTHE_OPTAX_SOURCE", url)
-  assert _install_cell_requirement(name, monkeypatch, None) == [
-      f"marthe-optax[flax] @ {url}"] + others
+  assert (
+    _install_cell_requirement(name, monkeypatch, None) == [f"marthe-optax[flax] @ {url}"] + others
+  )
   # The lab from a local folder (a clone's lab/).
   if name != "flax_nnx.ipynb":
     monkeypatch.setenv("MARTHE_LAB_SOURCE", str(tmp_path / "lab"))
     assert _install_cell_requirement(name, monkeypatch, None)[1] == (
-        f"marthe-optax-lab @ {(tmp_path / 'lab').as_uri()}")
+      f"marthe-optax-lab @ {(tmp_path / 'lab').as_uri()}"
+    )
 
 
 def test_figure1_notebook_runs(tmp_path, monkeypatch):

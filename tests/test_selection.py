@@ -26,13 +26,9 @@ def quadratic_gd(step_size, steps=40):
 
 
 def test_picks_the_largest_stable_step_size_of_a_quadratic():
-  result = selection.select_hyper_lr_step(
-      quadratic_gd, [0.8, 0.52, 0.48, 0.3, 0.1]
-  )
+  result = selection.select_hyper_lr_step(quadratic_gd, [0.8, 0.52, 0.48, 0.3, 0.1])
   assert result.value == pytest.approx(0.48)
-  np.testing.assert_array_equal(
-      result.diverged, [True, True, False, False, False]
-  )
+  np.testing.assert_array_equal(result.diverged, [True, True, False, False, False])
   chex.assert_shape(result.losses, (5, 40))
   chex.assert_shape((result.final_ratio, result.max_ratio), ((5,), (5,)))
   assert np.all(result.max_ratio[2:] <= 1.0)  # monotone decrease below 0.5
@@ -44,25 +40,25 @@ def test_default_grid_is_decimated_from_start():
   np.testing.assert_allclose(result.candidates, [10.0, 1.0, 0.1, 0.01])
   np.testing.assert_array_equal(result.diverged, [True, True, False, False])
   assert result.value == pytest.approx(0.1)
-  np.testing.assert_allclose(
-      selection.decimated_grid(3.0, 3, factor=2.0), [3.0, 1.5, 0.75]
-  )
+  np.testing.assert_allclose(selection.decimated_grid(3.0, 3, factor=2.0), [3.0, 1.5, 0.75])
 
 
 def test_divergence_criterion():
-  curves = jnp.array([
+  curves = jnp.array(
+    [
       [1.0, 1.5, 0.5],  # grew by 1.5x: diverged only for growth < 1.5
       [1.0, 0.9, jnp.nan],  # non-finite
       [1.0, 0.5, jnp.inf],
       [2.0, 3.9, 1.0],
-  ])
+    ]
+  )
   div = selection.divergence(curves)  # growth 2.0
   np.testing.assert_array_equal(div.diverged, [False, True, True, False])
   np.testing.assert_allclose(np.asarray(div.final_ratio)[[0, 3]], [0.5, 0.5])
   np.testing.assert_allclose(np.asarray(div.max_ratio)[[0, 3]], [1.5, 1.95])
   np.testing.assert_array_equal(
-      selection.divergence(curves, growth=1.2).diverged,
-      [True, True, True, True],
+    selection.divergence(curves, growth=1.2).diverged,
+    [True, True, True, True],
   )
 
 
@@ -82,9 +78,7 @@ def test_evaluates_all_candidates_in_one_traced_program():
   result = selection.select_hyper_lr_step(run, candidates)
   assert len(traces) == 1  # traced once for all candidates: vmap, no loop
   assert isinstance(traces[0], jax.core.Tracer) and traces[0].shape == ()
-  chunked = selection.select_hyper_lr_step(
-      quadratic_gd, candidates, batch_size=2
-  )
+  chunked = selection.select_hyper_lr_step(quadratic_gd, candidates, batch_size=2)
   chex.assert_trees_all_close(chunked, result)
 
 
@@ -128,9 +122,7 @@ def _run_factory(make_tx):
     def step(carry, batch):
       w, state = carry
       loss, grads = jax.value_and_grad(_loss)(w, batch)
-      updates, state = tx.update(
-          grads, state, w, value_fn=lambda p: _loss(p, batch)
-      )
+      updates, state = tx.update(grads, state, w, value_fn=lambda p: _loss(p, batch))
       return (optax.apply_updates(w, updates), state), loss
 
     w0 = jnp.zeros(4)
@@ -140,20 +132,22 @@ def _run_factory(make_tx):
 
 
 @pytest.mark.parametrize(
-    "method,make_tx",
-    [
-        # The candidate is MARTHE's step size kappa (hyper_lr_step) ...
-        ("marthe", lambda k: mo.marthe(optax.sgd, 0.01, hyper_lr_step=k)),
-        # ... or HD's fixed hyper-learning rate beta.
-        ("hd", lambda beta: mo.hd(optax.sgd, 0.01, hyper_lr=beta)),
-    ],
+  "method,make_tx",
+  [
+    # The candidate is MARTHE's step size kappa (hyper_lr_step) ...
+    ("marthe", lambda k: mo.marthe(optax.sgd, 0.01, hyper_lr_step=k)),
+    # ... or HD's fixed hyper-learning rate beta.
+    ("hd", lambda beta: mo.hd(optax.sgd, 0.01, hyper_lr=beta)),
+  ],
 )
 def test_selects_a_non_diverging_value_for_a_real_run(method, make_tx):
   run = _run_factory(make_tx)
   result = selection.select_hyper_lr_step(run, start=10.0, num=10)
-  print(f"{method}: selected {result.value:.0e}; diverged "
-        f"{np.asarray(result.diverged).astype(int)}; final/first loss "
-        f"{np.asarray(result.final_ratio)}")
+  print(
+    f"{method}: selected {result.value:.0e}; diverged "
+    f"{np.asarray(result.diverged).astype(int)}; final/first loss "
+    f"{np.asarray(result.final_ratio)}"
+  )
   chex.assert_shape(result.losses, (10, STEPS))
   assert result.diverged[0]  # 10 is far too large
   assert not result.diverged[-1]  # 1e-9 leaves eta at 0.01: plain SGD

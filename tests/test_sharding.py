@@ -50,22 +50,19 @@ ALL = ("sgd/single", "adam/single") + SHARDED
 MULTI = {"adamw_k2": 2, "per_group_k4": 4}  # case: K
 
 
-
 @pytest.fixture(scope="module")
 def result() -> dict:
   env = dict(os.environ)
-  flags = re.sub(
-      r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", "")
-  )
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
   env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={DEVICES}"
   env["JAX_PLATFORMS"] = "cpu"
   proc = subprocess.run(
-      [sys.executable, str(WORKER), "--devices", str(DEVICES), "--steps", str(STEPS)],
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-      check=False,
+    [sys.executable, str(WORKER), "--devices", str(DEVICES), "--steps", str(STEPS)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
   )
   assert proc.returncode == 0, proc.stderr[-5000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -79,12 +76,18 @@ def test_runs_on_all_devices(result):
 @pytest.mark.parametrize("case", SHARDED)
 def test_matches_single_device(result, case):
   errs = result["cases"][case]["rel_err"]
-  for name in ("learning_rate", "learning_rate_pointwise", "mu", "hyper_lr",
-               "hypergradient", "params"):
+  for name in (
+    "learning_rate",
+    "learning_rate_pointwise",
+    "mu",
+    "hyper_lr",
+    "hypergradient",
+    "params",
+  ):
     assert errs[name] < RTOL, f"{case}: {name} deviates by {errs[name]:.2e}"
   single = result["cases"][case.split("/")[0] + "/single"]
   chex.assert_trees_all_close(
-      result["cases"][case]["learning_rate"], single["learning_rate"], rtol=RTOL
+    result["cases"][case]["learning_rate"], single["learning_rate"], rtol=RTOL
   )
 
 
@@ -141,9 +144,9 @@ def test_explicit_sharding_fsdp(result):
   assert explicit["mismatches"] == []
   n = len(explicit["learning_rate"])
   chex.assert_trees_all_close(
-      explicit["learning_rate"],
-      result["cases"]["sgd/single"]["learning_rate"][:n],
-      rtol=RTOL,
+    explicit["learning_rate"],
+    result["cases"]["sgd/single"]["learning_rate"][:n],
+    rtol=RTOL,
   )
 
 
@@ -208,31 +211,33 @@ def _shapes(**shapes):
 
 
 def test_fsdp_sharding_splits_largest_divisible_axis():
-  params = _shapes(
-      w1=(784, 512), w2=(500, 512), tie=(16, 16), b=(500,), s=(), odd=(3, 5)
-  )
+  params = _shapes(w1=(784, 512), w2=(500, 512), tie=(16, 16), b=(500,), s=(), odd=(3, 5))
   specs = {k: s.spec for k, s in mo_sharding.fsdp_sharding(params, MESH).items()}
   assert specs == dict(
-      w1=P("data", None), w2=P(None, "data"), tie=P("data", None), b=P(), s=P(),
-      odd=P(),
+    w1=P("data", None),
+    w2=P(None, "data"),
+    tie=P("data", None),
+    b=P(),
+    s=P(),
+    odd=P(),
   )
 
 
 @pytest.mark.parametrize(
-    "inner",
-    [optax.sgd, functools.partial(optax.sgd, momentum=0.9), optax.adam],
-    ids=["sgd", "momentum", "adam"],
+  "inner",
+  [optax.sgd, functools.partial(optax.sgd, momentum=0.9), optax.adam],
+  ids=["sgd", "momentum", "adam"],
 )
 def test_state_sharding_follows_params(inner):
   params = {
-      "dense": _shapes(w=(16, 24), b=(24,)),
-      "scale": jax.ShapeDtypeStruct((), jnp.float32),
+    "dense": _shapes(w=(16, 24), b=(24,)),
+    "scale": jax.ShapeDtypeStruct((), jnp.float32),
   }
   params_sharding = mo_sharding.fsdp_sharding(params, MESH)
   # MARTHE inside a chain: the helper finds it wherever it sits.
   tx = optax.chain(
-      optax.clip_by_global_norm(1.0),
-      mo.marthe(inner, learning_rate=0.1, hyper_lr_step=1e-3),
+    optax.clip_by_global_norm(1.0),
+    mo.marthe(inner, learning_rate=0.1, hyper_lr_step=1e-3),
   )
   state = jax.eval_shape(tx.init, params)
   sharding = mo_sharding.state_sharding(state, params, params_sharding)
@@ -242,17 +247,16 @@ def test_state_sharding_follows_params(inner):
   tangent = marthe_sharding.tangent.unseal()
   assert marthe_sharding.b.unseal() == params_sharding
   assert tangent.params == params_sharding
-  for name in ("count", "learning_rate", "hyper_lr", "mu", "c", "hypergradient",
-               "nonfinite_count"):
+  for name in ("count", "learning_rate", "hyper_lr", "mu", "c", "hypergradient", "nonfinite_count"):
     assert getattr(marthe_sharding, name) == replicated, name
   # The inner state's param-shaped parts, located by Optax's tree_map_params.
   for tree in (marthe_sharding.inner_state.unseal(), tangent.inner_state):
     expected = optax.tree_map_params(
-        inner(0.1),
-        lambda _, s: s,
-        tree,
-        params_sharding,
-        transform_non_params=lambda _: replicated,
+      inner(0.1),
+      lambda _, s: s,
+      tree,
+      params_sharding,
+      transform_non_params=lambda _: replicated,
     )
     assert tree == expected
   n_sharded = sum(s.spec != P() for s in jax.tree.leaves(sharding))
@@ -262,8 +266,9 @@ def test_state_sharding_follows_params(inner):
 
 def test_state_sharding_defaults_to_the_params_own_sharding():
   params = _shapes(w=(16, 8))
-  placed = {"w": jax.ShapeDtypeStruct((16, 8), jnp.float32,
-                                      sharding=NamedSharding(MESH, P("data")))}
+  placed = {
+    "w": jax.ShapeDtypeStruct((16, 8), jnp.float32, sharding=NamedSharding(MESH, P("data")))
+  }
   tx = mo.marthe(optax.sgd, learning_rate=0.1, hyper_lr_step=1e-3)
   state = jax.eval_shape(tx.init, params)
   sharding = mo_sharding.state_sharding(state, placed)
@@ -304,9 +309,7 @@ def _seals(node) -> bool:
 
 def _unsealed(tree):
   """``tree`` with each sealing node replaced by the tree it holds (same leaves)."""
-  return jax.tree.map(
-      lambda x: _unsealed(x.unseal()) if _seals(x) else x, tree, is_leaf=_seals
-  )
+  return jax.tree.map(lambda x: _unsealed(x.unseal()) if _seals(x) else x, tree, is_leaf=_seals)
 
 
 def _slices(state, sharding, params, params_sharding, k):
@@ -317,14 +320,14 @@ def _slices(state, sharding, params, params_sharding, k):
   *shape]``); any other leaf is ``'other'`` and must be replicated.
   """
   by_path = {
-      jax.tree_util.keystr(path): (np.shape(p), s.spec)
-      for (path, p), s in zip(
-          jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(params_sharding)
-      )
+    jax.tree_util.keystr(path): (np.shape(p), s.spec)
+    for (path, p), s in zip(
+      jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(params_sharding)
+    )
   }
   out = []
   for (path, x), s in zip(
-      jax.tree_util.tree_leaves_with_path(_unsealed(state)), jax.tree.leaves(sharding)
+    jax.tree_util.tree_leaves_with_path(_unsealed(state)), jax.tree.leaves(sharding)
   ):
     name = jax.tree_util.keystr(path)
     match = max((p for p in by_path if name.endswith(p)), key=len, default=None)
@@ -342,19 +345,19 @@ def _slices(state, sharding, params, params_sharding, k):
 
 def _mlp_shapes():
   return {
-      "dense": _shapes(w=(16, 24), b=(24,)),
-      "out": _shapes(w=(24, 8), b=(8,)),
-      "scale": jax.ShapeDtypeStruct((), jnp.float32),
+    "dense": _shapes(w=(16, 24), b=(24,)),
+    "out": _shapes(w=(24, 8), b=(8,)),
+    "scale": jax.ShapeDtypeStruct((), jnp.float32),
   }
 
 
 @pytest.mark.parametrize(
-    "hyperparams",
-    [
-        {"learning_rate": 1e-3, "weight_decay": 1e-4},
-        {"learning_rate": 1e-3, "weight_decay": 1e-4, "b1": 0.9, "b2": 0.999},
-    ],
-    ids=["k2", "k4"],
+  "hyperparams",
+  [
+    {"learning_rate": 1e-3, "weight_decay": 1e-4},
+    {"learning_rate": 1e-3, "weight_decay": 1e-4, "b1": 0.9, "b2": 0.999},
+  ],
+  ids=["k2", "k4"],
 )
 @pytest.mark.parametrize("first_order", [True, False], ids=["first_order", "hvp"])
 def test_state_sharding_stacked_slices(hyperparams, first_order):
@@ -381,20 +384,23 @@ def test_state_sharding_stacked_slices(hyperparams, first_order):
 
 
 @pytest.mark.parametrize(
-    "inner",
-    [functools.partial(optax.sgd, momentum=0.9), optax.adam],
-    ids=["momentum", "adam"],
+  "inner",
+  [functools.partial(optax.sgd, momentum=0.9), optax.adam],
+  ids=["momentum", "adam"],
 )
 def test_state_sharding_per_group_masked_states(inner):
   """per_group's masked inner states (and their [K, ...] tangents) are split."""
   params = _mlp_shapes()
-  labels = {"dense": {"w": "hidden", "b": "hidden"},
-            "out": {"w": "out", "b": "out"}, "scale": "out"}
+  labels = {
+    "dense": {"w": "hidden", "b": "hidden"},
+    "out": {"w": "out", "b": "out"},
+    "scale": "out",
+  }
   params_sharding = mo_sharding.fsdp_sharding(params, MESH)
   tx = mo.marthe_multi(
-      mo.per_group(inner, labels),
-      {"learning_rate": {"hidden": 0.1, "out": 0.01}},
-      first_order=False,
+    mo.per_group(inner, labels),
+    {"learning_rate": {"hidden": 0.1, "out": 0.01}},
+    first_order=False,
   )
   state = jax.eval_shape(tx.init, params)
   sharding = mo_sharding.state_sharding(state, params, params_sharding)
@@ -407,9 +413,7 @@ def test_state_sharding_per_group_masked_states(inner):
   assert len(masked) == 2 * n_moments * 5
   assert sum(spec != P() for _, _, spec, _ in masked) == 2 * n_moments * 4
   # The masked trees keep optax.MaskedNode where the other group's params are.
-  leaves = jax.tree.leaves(
-      _unsealed(sharding), is_leaf=lambda x: isinstance(x, optax.MaskedNode)
-  )
+  leaves = jax.tree.leaves(_unsealed(sharding), is_leaf=lambda x: isinstance(x, optax.MaskedNode))
   assert sum(isinstance(x, optax.MaskedNode) for x in leaves) == 2 * n_moments * 5
 
 
@@ -417,11 +421,11 @@ def test_state_sharding_optax_masked_inner():
   """An optax.masked inner optimizer: the unmasked params' moments follow them."""
   params = _mlp_shapes()
   params_sharding = mo_sharding.fsdp_sharding(params, MESH)
-  mask = {"dense": {"w": True, "b": False}, "out": {"w": True, "b": False},
-          "scale": False}
+  mask = {"dense": {"w": True, "b": False}, "out": {"w": True, "b": False}, "scale": False}
   tx = mo.marthe(
-      lambda learning_rate: optax.masked(optax.adam(learning_rate), mask),
-      learning_rate=0.1, hyper_lr_step=1e-3,
+    lambda learning_rate: optax.masked(optax.adam(learning_rate), mask),
+    learning_rate=0.1,
+    hyper_lr_step=1e-3,
   )
   state = jax.eval_shape(tx.init, params)
   sharding = mo_sharding.state_sharding(state, params, params_sharding)
@@ -435,34 +439,35 @@ def test_state_sharding_optax_masked_inner():
 def test_state_sharding_same_shape_different_shardings():
   """Two params of one shape, split differently: each copy follows its place."""
   params = _shapes(a=(16, 8), b=(16, 8))
-  params_sharding = {"a": NamedSharding(MESH, P("data", None)),
-                     "b": NamedSharding(MESH, P(None, "data"))}
+  params_sharding = {
+    "a": NamedSharding(MESH, P("data", None)),
+    "b": NamedSharding(MESH, P(None, "data")),
+  }
   tx = mo.marthe_multi(optax.adamw, {"learning_rate": 1e-3, "weight_decay": 1e-4})
   state = jax.eval_shape(tx.init, params)
   sharding = mo_sharding.state_sharding(state, params, params_sharding)
   slices = _slices(state, sharding, params, params_sharding, 2)
   assert [s for s in slices if s[2] != s[3]] == []
   specs = {spec for _, kind, spec, _ in slices if kind != "other"}
-  assert specs == {P("data", None), P(None, "data"), P(None, "data", None),
-                   P(None, None, "data")}
+  assert specs == {P("data", None), P(None, "data"), P(None, "data", None), P(None, None, "data")}
 
 
 def test_state_sharding_stacked_shape_that_is_another_params_shape():
   """With K = 4, v's [4, 16] slices have w's shape; their place says they are v's."""
   mesh = AbstractMesh((4,), ("data",))
   params = _shapes(w=(4, 16), v=(16,))
-  params_sharding = {"w": NamedSharding(mesh, P("data", None)),
-                     "v": NamedSharding(mesh, P("data"))}
+  params_sharding = {"w": NamedSharding(mesh, P("data", None)), "v": NamedSharding(mesh, P("data"))}
   tx = mo.marthe_multi(
-      optax.adamw,
-      {"learning_rate": 1e-3, "weight_decay": 1e-4, "b1": 0.9, "b2": 0.999},
+    optax.adamw,
+    {"learning_rate": 1e-3, "weight_decay": 1e-4, "b1": 0.9, "b2": 0.999},
   )
   state = jax.eval_shape(tx.init, params)
   sharding = mo_sharding.state_sharding(state, params, params_sharding)
   slices = _slices(state, sharding, params, params_sharding, 4)
   assert [s for s in slices if s[2] != s[3]] == []
-  v_slices = [spec for name, kind, spec, _ in slices
-              if kind == "stacked" and name.endswith("['v']")]
+  v_slices = [
+    spec for name, kind, spec, _ in slices if kind == "stacked" and name.endswith("['v']")
+  ]
   assert len(v_slices) == 4 and set(v_slices) == {P(None, "data")}
 
 
@@ -488,8 +493,7 @@ def test_state_sharding_bare_array_params():
   tx = mo.marthe_multi(optax.adamw, {"learning_rate": 1e-3, "weight_decay": 1e-4})
   state = jax.eval_shape(tx.init, params)
   sharding = mo_sharding.state_sharding(state, params, shard)
-  specs = [(np.shape(x), s.spec) for x, s in zip(jax.tree.leaves(state),
-                                                  jax.tree.leaves(sharding))]
+  specs = [(np.shape(x), s.spec) for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(sharding))]
   assert {spec for shape, spec in specs if shape == (2, 16, 3)} == {P(None, "data", None)}
   assert {spec for shape, spec in specs if shape == (16, 3)} == {P("data", None)}
   assert {spec for shape, spec in specs if len(shape) < 2} == {P()}
@@ -526,43 +530,47 @@ class _Flat:
 
 
 def _stacked(tree, k):
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct((k,) + x.shape, x.dtype), tree
-  )
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct((k,) + x.shape, x.dtype), tree)
 
 
 def test_state_sharding_any_node_holding_a_tree():
   """No reliance on Sealed: a node whose one child is the tree is looked into."""
   params = _shapes(a=(16, 8), b=(16, 8), c=(24,))
-  params_sharding = {"a": NamedSharding(MESH, P("data", None)),
-                     "b": NamedSharding(MESH, P(None, "data")),
-                     "c": NamedSharding(MESH, P("data"))}
+  params_sharding = {
+    "a": NamedSharding(MESH, P("data", None)),
+    "b": NamedSharding(MESH, P(None, "data")),
+    "c": NamedSharding(MESH, P("data")),
+  }
   masked = {"a": params["a"], "b": optax.MaskedNode(), "c": params["c"]}
   state = {
-      "stacked": _Boxed(_stacked(params, 3)),
-      "masked": _Boxed(optax.MaskedState(inner_state=(masked, _stacked(masked, 3)))),
-      "count": jax.ShapeDtypeStruct((), jnp.int32),
-      "vector": jax.ShapeDtypeStruct((3,), jnp.float32),
+    "stacked": _Boxed(_stacked(params, 3)),
+    "masked": _Boxed(optax.MaskedState(inner_state=(masked, _stacked(masked, 3)))),
+    "count": jax.ShapeDtypeStruct((), jnp.int32),
+    "vector": jax.ShapeDtypeStruct((3,), jnp.float32),
   }
   sharding = mo_sharding.state_sharding(state, params, params_sharding)
   assert sharding["stacked"].tree == {
-      "a": NamedSharding(MESH, P(None, "data", None)),
-      "b": NamedSharding(MESH, P(None, None, "data")),
-      "c": NamedSharding(MESH, P(None, "data")),
+    "a": NamedSharding(MESH, P(None, "data", None)),
+    "b": NamedSharding(MESH, P(None, None, "data")),
+    "c": NamedSharding(MESH, P(None, "data")),
   }
   plain, stacked = sharding["masked"].tree.inner_state
-  assert plain == {"a": params_sharding["a"], "b": optax.MaskedNode(),
-                   "c": params_sharding["c"]}
-  assert stacked == {"a": sharding["stacked"].tree["a"], "b": optax.MaskedNode(),
-                     "c": sharding["stacked"].tree["c"]}
+  assert plain == {"a": params_sharding["a"], "b": optax.MaskedNode(), "c": params_sharding["c"]}
+  assert stacked == {
+    "a": sharding["stacked"].tree["a"],
+    "b": optax.MaskedNode(),
+    "c": sharding["stacked"].tree["c"],
+  }
   assert sharding["count"].spec == sharding["vector"].spec == P()
 
 
 def test_state_sharding_copy_in_another_container_follows_key_paths():
   """An OrderedDict copy of dict params: matched leaf by leaf by key path."""
   params = _shapes(a=(16, 8), b=(16, 8))
-  params_sharding = {"a": NamedSharding(MESH, P("data", None)),
-                     "b": NamedSharding(MESH, P(None, "data"))}
+  params_sharding = {
+    "a": NamedSharding(MESH, P("data", None)),
+    "b": NamedSharding(MESH, P(None, "data")),
+  }
   copy = collections.OrderedDict(a=params["a"], b=_stacked(params["b"], 2))
   state = (copy, {"c": params["a"]})
   sharding = mo_sharding.state_sharding(state, params, params_sharding)
@@ -573,31 +581,40 @@ def test_state_sharding_copy_in_another_container_follows_key_paths():
 
 def test_state_sharding_hidden_leaves_follow_unambiguous_shapes():
   """Leaves of a node that hides its tree: by shape, only when unambiguous."""
-  params = {"a": jax.ShapeDtypeStruct((16, 8), jnp.float32),
-            "b": jax.ShapeDtypeStruct((16, 8), jnp.float32),
-            "c": jax.ShapeDtypeStruct((24,), jnp.float32),
-            "d": jax.ShapeDtypeStruct((4, 24), jnp.float32)}
-  params_sharding = {"a": NamedSharding(MESH, P("data", None)),
-                     "b": NamedSharding(MESH, P(None, "data")),
-                     "c": NamedSharding(MESH, P("data")),
-                     "d": NamedSharding(MESH, P(None, "data"))}
+  params = {
+    "a": jax.ShapeDtypeStruct((16, 8), jnp.float32),
+    "b": jax.ShapeDtypeStruct((16, 8), jnp.float32),
+    "c": jax.ShapeDtypeStruct((24,), jnp.float32),
+    "d": jax.ShapeDtypeStruct((4, 24), jnp.float32),
+  }
+  params_sharding = {
+    "a": NamedSharding(MESH, P("data", None)),
+    "b": NamedSharding(MESH, P(None, "data")),
+    "c": NamedSharding(MESH, P("data")),
+    "d": NamedSharding(MESH, P(None, "data")),
+  }
   hidden = [
-      jax.ShapeDtypeStruct((24,), jnp.float32),       # c's shape: c
-      jax.ShapeDtypeStruct((3, 24), jnp.float32),     # [3, *c]: c, stacked
-      jax.ShapeDtypeStruct((4, 24), jnp.float32),     # d, or [4, *c]: the same split
-      jax.ShapeDtypeStruct((16, 8), jnp.float32),     # a or b: ambiguous
-      jax.ShapeDtypeStruct((2, 16, 8), jnp.float32),  # [2, *a] or [2, *b]
-      jax.ShapeDtypeStruct((), jnp.float32),          # a scalar
+    jax.ShapeDtypeStruct((24,), jnp.float32),  # c's shape: c
+    jax.ShapeDtypeStruct((3, 24), jnp.float32),  # [3, *c]: c, stacked
+    jax.ShapeDtypeStruct((4, 24), jnp.float32),  # d, or [4, *c]: the same split
+    jax.ShapeDtypeStruct((16, 8), jnp.float32),  # a or b: ambiguous
+    jax.ShapeDtypeStruct((2, 16, 8), jnp.float32),  # [2, *a] or [2, *b]
+    jax.ShapeDtypeStruct((), jnp.float32),  # a scalar
   ]
   state = _Flat(hidden, None)
   sharding = mo_sharding.state_sharding(state, params, params_sharding)
   assert [s.spec for s in sharding.leaves] == [
-      P("data"), P(None, "data"), P(None, "data"), P(), P(), P(),
+    P("data"),
+    P(None, "data"),
+    P(None, "data"),
+    P(),
+    P(),
+    P(),
   ]
   # d split on its first axis: [4, *c] and d now disagree.
   params_sharding["d"] = NamedSharding(AbstractMesh((4, 2), ("x", "data")), P("x", None))
   sharding = mo_sharding.state_sharding(
-      state, params, params_sharding, replicated=NamedSharding(MESH, P())
+    state, params, params_sharding, replicated=NamedSharding(MESH, P())
   )
   assert sharding.leaves[2].spec == P()
 
@@ -610,8 +627,7 @@ def test_state_sharding_leading_axis_of_other_shardings():
   state = jax.eval_shape(tx.init, params)
   mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
   sharding = mo_sharding.state_sharding(state, params, NamedSharding(mesh, P("data")))
-  specs = {(np.shape(x), s.spec)
-           for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(sharding))}
+  specs = {(np.shape(x), s.spec) for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(sharding))}
   assert {spec for shape, spec in specs if shape == (2, 4)} == {P(None, "data")}
   assert {spec for shape, spec in specs if shape == (4,)} == {P("data")}
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

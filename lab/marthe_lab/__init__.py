@@ -14,7 +14,7 @@
 * :mod:`~marthe_lab.train`: the section-5 protocol's runs.
 * :mod:`~marthe_lab.schedules`: section 5 (LRS-OPT against
   HD, RTHO and MARTHE; figure 2).
-* :mod:`~marthe_lab.toy_functions`: section 3 (Beale and
+* :mod:`~marthe_lab.toy_functions`, :mod:`~marthe_lab.figure1`: section 3 (Beale and
   Bukin; figure 1).
 * :mod:`~marthe_lab.lm`: a character-level transformer language model in
   Flax NNX on ``pydoc_data.topics`` (shipped with Python), and learning-rate

@@ -23,7 +23,7 @@ def _curve(curves: jax.Array, log_grid: jax.Array, value: jax.Array) -> jax.Arra
 
 
 def select_from_curves(
-    curves: np.ndarray, grid: np.ndarray, growth: float = 2.0
+  curves: np.ndarray, grid: np.ndarray, growth: float = 2.0
 ) -> tuple[Optional[selection.HyperLrSelection], int]:
   """The paper's selection over runs already trained, one per grid value.
 
@@ -53,8 +53,7 @@ def select_from_curves(
   log_grid = jnp.log(jnp.asarray(grid, jnp.float32))
   run = jax.tree_util.Partial(_curve, jnp.asarray(curves), log_grid)
   try:
-    chosen = selection.select_hyper_lr_step(
-        run, candidates=np.sort(grid)[::-1], growth=growth)
+    chosen = selection.select_hyper_lr_step(run, candidates=np.sort(grid)[::-1], growth=growth)
   except ValueError:  # every candidate diverged
     return None, int(np.argmin(grid))
   return chosen, int(np.argmin(np.abs(np.log(grid) - np.log(chosen.value))))

@@ -55,22 +55,22 @@ class Dataset(NamedTuple):
   def describe(self) -> str:
     """A one-line summary, e.g. ``'digits: 1000/300/497 x 64, 10 classes'``."""
     return (
-        f"{self.name}: train/val/test {len(self.y_train)}/{len(self.y_val)}/"
-        f"{len(self.y_test)} x {self.x_train.shape[1]}, "
-        f"{self.num_classes} classes"
+      f"{self.name}: train/val/test {len(self.y_train)}/{len(self.y_val)}/"
+      f"{len(self.y_test)} x {self.x_train.shape[1]}, "
+      f"{self.num_classes} classes"
     )
 
 
 def _split(
-    name: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    n_val: int,
-    seed: int,
-    x_test: Optional[np.ndarray] = None,
-    y_test: Optional[np.ndarray] = None,
-    n_test: int = 0,
-    n_train: Optional[int] = None,
+  name: str,
+  x: np.ndarray,
+  y: np.ndarray,
+  n_val: int,
+  seed: int,
+  x_test: Optional[np.ndarray] = None,
+  y_test: Optional[np.ndarray] = None,
+  n_test: int = 0,
+  n_train: Optional[int] = None,
 ) -> Dataset:
   """Splits ``(x, y)`` by a fixed permutation; the test set comes first."""
   n = len(y)
@@ -78,31 +78,31 @@ def _split(
   needed = n_val + (n_test if own_test else 0) + (n_train or 0)
   if needed > n or (n_train is None and needed >= n):
     raise ValueError(
-        f"{name}: cannot take {n_val} validation"
-        + (f", {n_test} test" if own_test else "")
-        + (f" and {n_train} training" if n_train else "")
-        + f" examples out of {n}."
+      f"{name}: cannot take {n_val} validation"
+      + (f", {n_test} test" if own_test else "")
+      + (f" and {n_train} training" if n_train else "")
+      + f" examples out of {n}."
     )
   perm = np.random.default_rng(seed).permutation(n)
   start = 0
   if own_test:
     test_idx, start = perm[:n_test], n_test
     x_test, y_test = x[test_idx], y[test_idx]
-  val_idx = perm[start:start + n_val]
-  train_idx = perm[start + n_val:]
+  val_idx = perm[start : start + n_val]
+  train_idx = perm[start + n_val :]
   if n_train is not None:
     train_idx = train_idx[:n_train]
   f32 = lambda a: np.ascontiguousarray(a, np.float32)
   i32 = lambda a: np.ascontiguousarray(a, np.int32)
   return Dataset(
-      name=name,
-      x_train=f32(x[train_idx]),
-      y_train=i32(y[train_idx]),
-      x_val=f32(x[val_idx]),
-      y_val=i32(y[val_idx]),
-      x_test=f32(x_test),
-      y_test=i32(y_test),
-      num_classes=int(max(y.max(), np.max(y_test)) + 1),
+    name=name,
+    x_train=f32(x[train_idx]),
+    y_train=i32(y[train_idx]),
+    x_val=f32(x[val_idx]),
+    y_val=i32(y[val_idx]),
+    x_test=f32(x_test),
+    y_test=i32(y_test),
+    num_classes=int(max(y.max(), np.max(y_test)) + 1),
   )
 
 
@@ -166,12 +166,12 @@ def mnist1d(n_val: int = 500, seed: int = 0, data_seed: int = 42) -> Dataset:
 
 
 _IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
+  0x08: np.dtype(np.uint8),
+  0x09: np.dtype(np.int8),
+  0x0B: np.dtype(">i2"),
+  0x0C: np.dtype(">i4"),
+  0x0D: np.dtype(">f4"),
+  0x0E: np.dtype(">f8"),
 }
 
 
@@ -204,8 +204,8 @@ def read_idx(path: str) -> np.ndarray:
   count = int(np.prod(shape, dtype=np.int64))
   if len(raw) != header + count * dtype.itemsize:
     raise ValueError(
-        f"{path}: the header announces shape {shape} of {dtype} "
-        f"({count * dtype.itemsize} bytes) but {len(raw) - header} follow."
+      f"{path}: the header announces shape {shape} of {dtype} "
+      f"({count * dtype.itemsize} bytes) but {len(raw) - header} follow."
     )
   data = np.frombuffer(raw, dtype, count, offset=header)
   return data.reshape(shape).astype(dtype.newbyteorder("="))
@@ -218,11 +218,9 @@ def write_idx(path: str, array: np.ndarray) -> None:
   code = codes.get(array.dtype.newbyteorder("="))
   if code is None:
     raise ValueError(
-        f"IDX cannot store dtype {array.dtype}; use uint8, int8, int16, "
-        "int32, float32 or float64.")
-  header = bytes([0, 0, code, array.ndim]) + struct.pack(
-      f">{array.ndim}I", *array.shape
-  )
+      f"IDX cannot store dtype {array.dtype}; use uint8, int8, int16, int32, float32 or float64."
+    )
+  header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
   payload = header + array.astype(_IDX_DTYPES[code]).tobytes()
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "wb") as f:
@@ -235,20 +233,19 @@ _MNIST_FILES = ("train-images", "train-labels", "t10k-images", "t10k-labels")
 def _find_idx(directory: str, prefix: str) -> str:
   """The file in ``directory`` whose name starts ``prefix`` (``-`` or ``.``)."""
   matches = sorted(
-      name for name in os.listdir(directory)
-      if name.replace(".", "-").startswith(prefix + "-") and "idx" in name
+    name
+    for name in os.listdir(directory)
+    if name.replace(".", "-").startswith(prefix + "-") and "idx" in name
   )
   if not matches:
     raise FileNotFoundError(
-        f"No {prefix}-idx*-ubyte[.gz] file in {directory}. Expected the four "
-        "MNIST files: " + ", ".join(f"{p}-idx?-ubyte[.gz]" for p in _MNIST_FILES)
+      f"No {prefix}-idx*-ubyte[.gz] file in {directory}. Expected the four "
+      "MNIST files: " + ", ".join(f"{p}-idx?-ubyte[.gz]" for p in _MNIST_FILES)
     )
   return os.path.join(directory, matches[0])
 
 
-def mnist_idx(
-    path: str, n_train: int = 7000, n_val: int = 700, seed: int = 0
-) -> Dataset:
+def mnist_idx(path: str, n_train: int = 7000, n_val: int = 700, seed: int = 0) -> Dataset:
   """Real MNIST from IDX files on disk (section 5: 7,000 train, 700 val).
 
   Args:
@@ -268,8 +265,14 @@ def mnist_idx(
   x, y, x_test, y_test = arrays
   flat = lambda a: a.reshape(len(a), -1).astype(np.float32) / 255.0
   return _split(
-      "mnist", flat(x), y, n_val, seed, x_test=flat(x_test), y_test=y_test,
-      n_train=n_train,
+    "mnist",
+    flat(x),
+    y,
+    n_val,
+    seed,
+    x_test=flat(x_test),
+    y_test=y_test,
+    n_train=n_train,
   )
 
 
@@ -309,6 +312,5 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     (10, 35)
   """
   if batch_size > num_examples:
-    raise ValueError(
-        f"batch_size {batch_size} exceeds the {num_examples} training examples.")
+    raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} training examples.")
   return num_examples // batch_size

@@ -46,13 +46,13 @@ Step = Callable[..., tuple]
 
 
 def make_step(
-    tx: optax.GradientTransformation,
-    loss: Callable[..., Any],
-    needs: Sequence[str] = (),
-    *,
-    objective: Optional[Callable[..., jax.Array]] = None,
-    has_aux: bool = False,
-    stateful: bool = False,
+  tx: optax.GradientTransformation,
+  loss: Callable[..., Any],
+  needs: Sequence[str] = (),
+  *,
+  objective: Optional[Callable[..., jax.Array]] = None,
+  has_aux: bool = False,
+  stateful: bool = False,
 ) -> Step:
   """The training step of ``tx`` on ``loss``, fed exactly ``needs``.
 
@@ -96,8 +96,9 @@ def make_step(
   """
   unknown = set(needs) - set(methods_lib.EXTRA_ARGS)
   if unknown:
-    raise ValueError(f"Unknown extra arguments {sorted(unknown)}; expected "
-                     f"names of {methods_lib.EXTRA_ARGS}.")
+    raise ValueError(
+      f"Unknown extra arguments {sorted(unknown)}; expected names of {methods_lib.EXTRA_ARGS}."
+    )
   tx = optax.with_extra_args_support(tx)
 
   def split(out):
@@ -114,14 +115,12 @@ def make_step(
       return lambda p, b: fn(p, model_state, b)
     return fn
 
-  def step(params, opt_state, batch, val_batch=None, model_state=None,
-           **extra_args):
+  def step(params, opt_state, batch, val_batch=None, model_state=None, **extra_args):
     train_loss = bind(loss, model_state)
     scalar_loss = lambda p, b: split(train_loss(p, b))[0]
     val_loss = scalar_loss if objective is None else bind(objective, model_state)
     if has_aux or stateful:
-      (value, rest), grads = jax.value_and_grad(train_loss, has_aux=True)(
-          params, batch)
+      (value, rest), grads = jax.value_and_grad(train_loss, has_aux=True)(params, batch)
       _, new_model_state, aux = split((value, rest))
     else:
       value, grads = jax.value_and_grad(train_loss)(params, batch)
@@ -166,15 +165,15 @@ def default_record(x, params, opt_state, out: StepOut) -> jax.Array:
 
 
 def scan(
-    step: Step,
-    params: Any,
-    opt_state: Any,
-    xs: Any = None,
-    *,
-    batches: Callable[[Any], tuple] = lambda x: (x, None),
-    record: Callable[[Any, Any, Any, StepOut], Any] = default_record,
-    model_state: Any = None,
-    length: Optional[int] = None,
+  step: Step,
+  params: Any,
+  opt_state: Any,
+  xs: Any = None,
+  *,
+  batches: Callable[[Any], tuple] = lambda x: (x, None),
+  record: Callable[[Any, Any, Any, StepOut], Any] = default_record,
+  model_state: Any = None,
+  length: Optional[int] = None,
 ) -> Run:
   """``step`` over the steps, as one ``jax.lax.scan``.
 
@@ -208,20 +207,20 @@ def scan(
   def body(carry, x):
     params, opt_state, model_state = carry
     batch, val_batch = batches(x)
-    new_params, opt_state, model_state, out = step(
-        params, opt_state, batch, val_batch, model_state)
+    new_params, opt_state, model_state, out = step(params, opt_state, batch, val_batch, model_state)
     return (new_params, opt_state, model_state), record(x, params, opt_state, out)
 
   (params, opt_state, model_state), records = jax.lax.scan(
-      body, (params, opt_state, model_state), xs, length=length)
+    body, (params, opt_state, model_state), xs, length=length
+  )
   return Run(params, opt_state, model_state, records)
 
 
 def run_in_chunks(
-    fn: Callable[..., Any],
-    leading: Sequence,
-    chunk: Optional[int] = None,
-    callback: Optional[Callable[[int], None]] = None,
+  fn: Callable[..., Any],
+  leading: Sequence,
+  chunk: Optional[int] = None,
+  callback: Optional[Callable[[int], None]] = None,
 ) -> Any:
   """``fn(*leading)`` over the leading axis, ``chunk`` rows per call.
 

@@ -43,10 +43,10 @@ import marthe_optax as mo
 InnerFactory = Callable[..., optax.GradientTransformation]
 
 INNERS = {
-    "sgd": optax.sgd,
-    "momentum": functools.partial(optax.sgd, momentum=0.9),
-    "adam": optax.adam,
-    "adamw": optax.adamw,
+  "sgd": optax.sgd,
+  "momentum": functools.partial(optax.sgd, momentum=0.9),
+  "adam": optax.adam,
+  "adamw": optax.adamw,
 }
 """The inner optimizers, ``learning_rate -> GradientTransformation``.
 
@@ -132,6 +132,7 @@ def _from(name: str, scale: Optional[Callable] = None):
     del t
     value = stat(state, name)
     return value if scale is None else scale(value, learning_rate)
+
   return read
 
 
@@ -180,7 +181,7 @@ class Method(NamedTuple):
   eval_params: Optional[Callable[[Any, Any], Any]] = None
 
   def make(
-      self, inner: InnerFactory, learning_rate: Any, value: Any = None
+    self, inner: InnerFactory, learning_rate: Any, value: Any = None
   ) -> optax.GradientTransformationExtraArgs:
     """The transformation, with extra-arguments support.
 
@@ -203,62 +204,96 @@ class Method(NamedTuple):
 _OBJECTIVE = ("value_fn", "val_grads")
 _KNOB_FREE = ("val_grads", "value")
 
-METHODS = {m.name: m for m in (
-    Method("plain", lambda i, lr, v: i(lr), family="schedule",
-           learning_rate=_scheduled),
-    Method("hd", lambda i, lr, v: mo.hd(i, lr, hyper_lr=v), ("val_grads",),
-           value="beta"),
-    Method("rtho", lambda i, lr, v: mo.rtho(i, lr, hyper_lr=v), _OBJECTIVE,
-           value="beta"),
-    Method("marthe", lambda i, lr, v: mo.marthe(i, lr, hyper_lr_step=v),
-           _OBJECTIVE, value="kappa"),
-    Method("eq5", lambda i, lr, h: mo.marthe(
-        i, lr, hyper_lr_step=h.hyper_lr_step, hyper_lr=h.hyper_lr, mu=h.mu),
-           _OBJECTIVE, value="hyper"),
-    Method("eq5_adaptive_mu", lambda i, lr, h: mo.marthe(
-        i, lr, hyper_lr_step=h.hyper_lr_step, hyper_lr=h.hyper_lr, mu=None),
-           _OBJECTIVE, value="hyper"),
-    Method("knob_free", lambda i, lr, v: mo.marthe(i, learning_rate=lr),
-           _KNOB_FREE),
-    Method("knob_free_first_order",
-           lambda i, lr, v: mo.marthe(i, learning_rate=lr, first_order=True),
-           _KNOB_FREE),
-    Method("knob_free_full",
-           lambda i, lr, v: mo.marthe(i, learning_rate=lr, first_order=False),
-           ("value_fn",) + _KNOB_FREE),
-    Method("knob_free_schedule",
-           lambda i, lr, v: mo.marthe(i, learning_rate=lr, schedule=v),
-           _KNOB_FREE, value="schedule"),
-    Method("marthe_multi",
-           lambda i, hp, v: mo.marthe_multi(i, hp, hyper_lr_step=v),
-           _OBJECTIVE, value="kappa"),
-    Method("knob_free_multi", lambda i, hp, v: mo.marthe_multi(i, hp),
-           _KNOB_FREE),
-    Method("prodigy", lambda i, lr, v: optax.contrib.prodigy(),
-           family="lr-free", learning_rate=_from("estim_lr")),
-    Method("dadapt_adamw", lambda i, lr, v: optax.contrib.dadapt_adamw(),
-           family="lr-free", learning_rate=_from("estim_lr")),
-    Method("dog", lambda i, lr, v: optax.contrib.dog(), family="lr-free",
-           learning_rate=_dog),
-    Method("mechanic", lambda i, lr, v: optax.contrib.mechanize(i(lr)),
-           family="lr-free",
-           learning_rate=lambda s, t, lr: jnp.sum(jnp.asarray(
-               optax.tree.get(s, "s"), jnp.float32))),
-    Method("schedule_free_sgd",
-           lambda i, lr, v: optax.contrib.schedule_free_sgd(
-               *(() if lr is None else (lr,))),
-           family="lr-free", learning_rate=_none,
-           eval_params=_schedule_free_eval),
-    Method("schedule_free_adamw",
-           lambda i, lr, v: optax.contrib.schedule_free_adamw(
-               *(() if lr is None else (lr,))),
-           family="lr-free", learning_rate=_none,
-           eval_params=_schedule_free_eval),
-    Method("plateau", lambda i, lr, v: optax.chain(
-        i(lr), optax.contrib.reduce_on_plateau(accumulation_size=v)),
-           ("val_value",), family="lr-free", value="accumulation_size",
-           learning_rate=_from("scale", lambda s, lr: lr * s)),
-)}
+METHODS = {
+  m.name: m
+  for m in (
+    Method("plain", lambda i, lr, v: i(lr), family="schedule", learning_rate=_scheduled),
+    Method("hd", lambda i, lr, v: mo.hd(i, lr, hyper_lr=v), ("val_grads",), value="beta"),
+    Method("rtho", lambda i, lr, v: mo.rtho(i, lr, hyper_lr=v), _OBJECTIVE, value="beta"),
+    Method("marthe", lambda i, lr, v: mo.marthe(i, lr, hyper_lr_step=v), _OBJECTIVE, value="kappa"),
+    Method(
+      "eq5",
+      lambda i, lr, h: mo.marthe(
+        i, lr, hyper_lr_step=h.hyper_lr_step, hyper_lr=h.hyper_lr, mu=h.mu
+      ),
+      _OBJECTIVE,
+      value="hyper",
+    ),
+    Method(
+      "eq5_adaptive_mu",
+      lambda i, lr, h: mo.marthe(
+        i, lr, hyper_lr_step=h.hyper_lr_step, hyper_lr=h.hyper_lr, mu=None
+      ),
+      _OBJECTIVE,
+      value="hyper",
+    ),
+    Method("knob_free", lambda i, lr, v: mo.marthe(i, learning_rate=lr), _KNOB_FREE),
+    Method(
+      "knob_free_first_order",
+      lambda i, lr, v: mo.marthe(i, learning_rate=lr, first_order=True),
+      _KNOB_FREE,
+    ),
+    Method(
+      "knob_free_full",
+      lambda i, lr, v: mo.marthe(i, learning_rate=lr, first_order=False),
+      ("value_fn",) + _KNOB_FREE,
+    ),
+    Method(
+      "knob_free_schedule",
+      lambda i, lr, v: mo.marthe(i, learning_rate=lr, schedule=v),
+      _KNOB_FREE,
+      value="schedule",
+    ),
+    Method(
+      "marthe_multi",
+      lambda i, hp, v: mo.marthe_multi(i, hp, hyper_lr_step=v),
+      _OBJECTIVE,
+      value="kappa",
+    ),
+    Method("knob_free_multi", lambda i, hp, v: mo.marthe_multi(i, hp), _KNOB_FREE),
+    Method(
+      "prodigy",
+      lambda i, lr, v: optax.contrib.prodigy(),
+      family="lr-free",
+      learning_rate=_from("estim_lr"),
+    ),
+    Method(
+      "dadapt_adamw",
+      lambda i, lr, v: optax.contrib.dadapt_adamw(),
+      family="lr-free",
+      learning_rate=_from("estim_lr"),
+    ),
+    Method("dog", lambda i, lr, v: optax.contrib.dog(), family="lr-free", learning_rate=_dog),
+    Method(
+      "mechanic",
+      lambda i, lr, v: optax.contrib.mechanize(i(lr)),
+      family="lr-free",
+      learning_rate=lambda s, t, lr: jnp.sum(jnp.asarray(optax.tree.get(s, "s"), jnp.float32)),
+    ),
+    Method(
+      "schedule_free_sgd",
+      lambda i, lr, v: optax.contrib.schedule_free_sgd(*(() if lr is None else (lr,))),
+      family="lr-free",
+      learning_rate=_none,
+      eval_params=_schedule_free_eval,
+    ),
+    Method(
+      "schedule_free_adamw",
+      lambda i, lr, v: optax.contrib.schedule_free_adamw(*(() if lr is None else (lr,))),
+      family="lr-free",
+      learning_rate=_none,
+      eval_params=_schedule_free_eval,
+    ),
+    Method(
+      "plateau",
+      lambda i, lr, v: optax.chain(i(lr), optax.contrib.reduce_on_plateau(accumulation_size=v)),
+      ("val_value",),
+      family="lr-free",
+      value="accumulation_size",
+      learning_rate=_from("scale", lambda s, lr: lr * s),
+    ),
+  )
+}
 """Every method, by name.
 
 ``plain``: the inner optimizer at ``learning_rate`` (a schedule, or a traced
@@ -293,8 +328,7 @@ def get(method: Union[str, Method]) -> Method:
   if isinstance(method, Method):
     return method
   if method not in METHODS:
-    raise ValueError(
-        f"Unknown method {method!r}; expected one of {sorted(METHODS)}.")
+    raise ValueError(f"Unknown method {method!r}; expected one of {sorted(METHODS)}.")
   return METHODS[method]
 
 
@@ -305,8 +339,7 @@ def get_inner(name: str) -> InnerFactory:
     ValueError: on an unknown name.
   """
   if name not in INNERS:
-    raise ValueError(f"Unknown inner optimizer {name!r}; expected one of "
-                     f"{sorted(INNERS)}.")
+    raise ValueError(f"Unknown inner optimizer {name!r}; expected one of {sorted(INNERS)}.")
   return INNERS[name]
 
 

@@ -48,9 +48,7 @@ class Model(NamedTuple):
   input_shape: tuple = ()
 
 
-def init_mlp(
-    key: jax.Array, in_dim: int, hidden: Sequence[int], num_classes: int
-) -> Params:
+def init_mlp(key: jax.Array, in_dim: int, hidden: Sequence[int], num_classes: int) -> Params:
   """LeCun-normal kernels and zero biases for ``in_dim -> hidden -> classes``.
 
   Args:
@@ -72,8 +70,8 @@ def init_mlp(
   init = jax.nn.initializers.lecun_normal()
   keys = jax.random.split(key, len(sizes) - 1)
   return [
-      {"kernel": init(k, (a, b), jnp.float32), "bias": jnp.zeros(b, jnp.float32)}
-      for k, a, b in zip(keys, sizes[:-1], sizes[1:])
+    {"kernel": init(k, (a, b), jnp.float32), "bias": jnp.zeros(b, jnp.float32)}
+    for k, a, b in zip(keys, sizes[:-1], sizes[1:])
   ]
 
 
@@ -101,10 +99,10 @@ def mlp(in_dim: int, hidden: Sequence[int], num_classes: int) -> Model:
   """
   sizes = (in_dim, *hidden, num_classes)
   return Model(
-      "mlp-" + "-".join(map(str, sizes)),
-      lambda key: init_mlp(key, in_dim, tuple(hidden), num_classes),
-      mlp_apply,
-      (in_dim,),
+    "mlp-" + "-".join(map(str, sizes)),
+    lambda key: init_mlp(key, in_dim, tuple(hidden), num_classes),
+    mlp_apply,
+    (in_dim,),
   )
 
 
@@ -134,20 +132,26 @@ def small_cnn(channels: Sequence[int] = (16, 32), num_classes: int = 10) -> Mode
     params, c_in = [], 1
     for c in channels:
       key, k = jax.random.split(key)
-      params.append({"w": jax.random.normal(k, (3, 3, c_in, c)) * jnp.sqrt(2.0 / (9 * c_in)),
-                     "b": jnp.zeros(c)})
+      params.append(
+        {"w": jax.random.normal(k, (3, 3, c_in, c)) * jnp.sqrt(2.0 / (9 * c_in)), "b": jnp.zeros(c)}
+      )
       c_in = c
     key, k = jax.random.split(key)
     d = side * side * channels[-1]
-    params.append({"w": jax.random.normal(k, (d, num_classes)) / jnp.sqrt(d),
-                   "b": jnp.zeros(num_classes)})
+    params.append(
+      {"w": jax.random.normal(k, (d, num_classes)) / jnp.sqrt(d), "b": jnp.zeros(num_classes)}
+    )
     return params
 
   def apply(params, x):
     for layer in params[:-1]:
       x = jax.lax.conv_general_dilated(
-          x, layer["w"], window_strides=(2, 2), padding="SAME",
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x,
+        layer["w"],
+        window_strides=(2, 2),
+        padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      )
       x = jax.nn.relu(x + layer["b"])
     x = x.reshape(x.shape[0], -1)
     return x @ params[-1]["w"] + params[-1]["b"]
@@ -156,10 +160,10 @@ def small_cnn(channels: Sequence[int] = (16, 32), num_classes: int = 10) -> Mode
 
 
 def cross_entropy(
-    apply: Callable[[Params, jax.Array], jax.Array],
-    params: Params,
-    x: jax.Array,
-    y: jax.Array,
+  apply: Callable[[Params, jax.Array], jax.Array],
+  params: Params,
+  x: jax.Array,
+  y: jax.Array,
 ) -> jax.Array:
   """Mean softmax cross-entropy of ``apply(params, x)`` against integer labels ``y``.
 
@@ -182,10 +186,10 @@ def cross_entropy(
 
 
 def accuracy(
-    apply: Callable[[Params, jax.Array], jax.Array],
-    params: Params,
-    x: jax.Array,
-    y: jax.Array,
+  apply: Callable[[Params, jax.Array], jax.Array],
+  params: Params,
+  x: jax.Array,
+  y: jax.Array,
 ) -> jax.Array:
   """Fraction of ``x`` classified as ``y``; non-finite logits count as wrong.
 

@@ -25,23 +25,24 @@ WEIGHT_DECAY_0 = 1e-4
 
 def per_layer_labels(params):
   """Group ``layer{i}`` for every leaf of the MLP's ``i``-th layer."""
-  return [jax.tree.map(lambda _, i=i: f"layer{i}", layer)
-          for i, layer in enumerate(params)]
+  return [jax.tree.map(lambda _, i=i: f"layer{i}", layer) for i, layer in enumerate(params)]
 
 
 def multi_inner(learning_rate, weight_decay):
   """SGD with per-layer learning rates and a weight decay, for ``mo.marthe_multi``."""
   return optax.chain(
-      optax.add_decayed_weights(weight_decay),
-      mo.per_group(optax.sgd, per_layer_labels)(learning_rate=learning_rate),
+    optax.add_decayed_weights(weight_decay),
+    mo.per_group(optax.sgd, per_layer_labels)(learning_rate=learning_rate),
   )
 
 
 def multi_hyperparams(config: train_lib.TrainConfig) -> dict:
   """The initial hyperparameters: ``eta_0`` for every layer and :data:`WEIGHT_DECAY_0`."""
   layers = len(config.hidden) + 1
-  return {"learning_rate": {f"layer{i}": config.learning_rate for i in range(layers)},
-          "weight_decay": WEIGHT_DECAY_0}
+  return {
+    "learning_rate": {f"layer{i}": config.learning_rate for i in range(layers)},
+    "weight_decay": WEIGHT_DECAY_0,
+  }
 
 
 class MultiResult(NamedTuple):
@@ -58,25 +59,37 @@ def _run_kwargs(which, arrays, config, inputs, seed, kappa):
   row = jax.tree.map(lambda a: a[seed], inputs)
   if which == "single":  # mo.marthe(optax.sgd, eta_0, hyper_lr_step=kappa)
     return dict(method="marthe", arrays=arrays, config=config, inputs=row, value=kappa)
-  return dict(method="marthe_multi", arrays=arrays, config=config, inputs=row,
-              value=kappa, inner=multi_inner, learning_rate=multi_hyperparams(config))
+  return dict(
+    method="marthe_multi",
+    arrays=arrays,
+    config=config,
+    inputs=row,
+    value=kappa,
+    inner=multi_inner,
+    learning_rate=multi_hyperparams(config),
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("config", "which"))
 def _run(arrays, config, inputs, seeds, kappas, which):
-  return jax.vmap(lambda s, k: train_lib.train(
-      **_run_kwargs(which, arrays, config, inputs, s, k)))(seeds, kappas)
+  return jax.vmap(lambda s, k: train_lib.train(**_run_kwargs(which, arrays, config, inputs, s, k)))(
+    seeds, kappas
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _final_hyperparams(arrays, config, inputs, seeds, kappas):
   """The per-layer learning rates and weight decay at the end of each run."""
-  return jax.vmap(lambda s, k: train_lib.fit(
-      **_run_kwargs("multi", arrays, config, inputs, s, k)).opt_state.hyperparams)(seeds, kappas)
+  return jax.vmap(
+    lambda s, k: (
+      train_lib.fit(**_run_kwargs("multi", arrays, config, inputs, s, k)).opt_state.hyperparams
+    )
+  )(seeds, kappas)
 
 
-def run(dataset, config: train_lib.TrainConfig, num_seeds: int, kappas,
-        progress=None) -> MultiResult:
+def run(
+  dataset, config: train_lib.TrainConfig, num_seeds: int, kappas, progress=None
+) -> MultiResult:
   """Constant, single-learning-rate MARTHE and per-layer + weight-decay MARTHE.
 
   Args:
@@ -105,7 +118,6 @@ def run(dataset, config: train_lib.TrainConfig, num_seeds: int, kappas,
   tick("MARTHE per-layer + wd")
   val = multi.val_accuracy.reshape(len(kappas), num_seeds).mean(axis=1)
   best = float(kappas[int(np.nanargmax(np.where(np.isfinite(val), val, -1)))])
-  hyper = to_np(_final_hyperparams(
-      arrays, config, inputs, seeds, jnp.full(num_seeds, best)))
+  hyper = to_np(_final_hyperparams(arrays, config, inputs, seeds, jnp.full(num_seeds, best)))
   tick("final hyperparameters")
   return MultiResult(kappas, constant, single, multi, best, hyper)

@@ -41,25 +41,25 @@ INNERS = {name: methods.INNERS[name] for name in ("sgd", "momentum", "adam")}
 LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3}
 
 CASES = {
-    # name: (registry method, its value, E on a validation batch)
-    "plain": ("plain", None, False),
-    "hd": ("hd", 1e-6, False),
-    "hd_val": ("hd", 1e-6, True),
-    "knob_free": ("knob_free_first_order", None, True),
-    "knob_free_full": ("knob_free_full", None, True),
-    "rtho": ("rtho", 1e-8, True),
-    "marthe": ("marthe", 1e-8, True),
-    "marthe_k1": ("marthe_multi", 1e-8, True),
-    "marthe_k2": ("marthe_multi", 1e-8, True),
-    "marthe_k4": ("marthe_multi", 1e-8, True),
+  # name: (registry method, its value, E on a validation batch)
+  "plain": ("plain", None, False),
+  "hd": ("hd", 1e-6, False),
+  "hd_val": ("hd", 1e-6, True),
+  "knob_free": ("knob_free_first_order", None, True),
+  "knob_free_full": ("knob_free_full", None, True),
+  "rtho": ("rtho", 1e-8, True),
+  "marthe": ("marthe", 1e-8, True),
+  "marthe_k1": ("marthe_multi", 1e-8, True),
+  "marthe_k2": ("marthe_multi", 1e-8, True),
+  "marthe_k4": ("marthe_multi", 1e-8, True),
 }
 """Each timed method: the :data:`marthe_lab.methods.METHODS` entry, its
 ``beta`` / ``kappa``, and whether ``E`` is a validation loss (else ``E = L``,
 and HD gets no extra argument)."""
-METHODS = ("plain", "hd", "hd_val", "knob_free", "knob_free_full", "rtho",
-           "marthe")
+METHODS = ("plain", "hd", "hd_val", "knob_free", "knob_free_full", "rtho", "marthe")
 MULTI_METHODS = ("marthe_k1", "marthe_k2", "marthe_k4")
 FLOOR = "floor"
+
 
 def _multi(method: str, inner, lr) -> tuple:
   """The inner factory and initial hyperparameters of ``marthe_kK``."""
@@ -67,10 +67,13 @@ def _multi(method: str, inner, lr) -> tuple:
     return inner, {"learning_rate": lr}
   if method == "marthe_k2":
     with_decay = lambda learning_rate, weight_decay: optax.chain(
-        optax.add_decayed_weights(weight_decay), inner(learning_rate))
+      optax.add_decayed_weights(weight_decay), inner(learning_rate)
+    )
     return with_decay, {"learning_rate": lr, "weight_decay": 1e-4}
-  return (mo.per_group(inner, multi.per_layer_labels),
-          {"learning_rate": {f"layer{i}": lr for i in range(4)}})
+  return (
+    mo.per_group(inner, multi.per_layer_labels),
+    {"learning_rate": {f"layer{i}": lr for i in range(4)}},
+  )
 
 
 def make_transformation(method: str, inner_name: str) -> optax.GradientTransformation:
@@ -137,13 +140,11 @@ def floor_step(model: models.Model, hyper_lr: float = 1e-8):
   loss = lambda p, x, y: models.cross_entropy(model.apply, p, x, y)
 
   def run(params, state, x, y, x_val, y_val):
-    grads, hz = jax.jvp(
-        lambda p: jax.grad(loss)(p, x, y), (params,), (state.tangent,))
+    grads, hz = jax.jvp(lambda p: jax.grad(loss)(p, x, y), (params,), (state.tangent,))
     val_grads = jax.grad(loss)(params, x_val, y_val)
     hypergradient = optax.tree.vdot(state.tangent, val_grads)
     eta = jnp.maximum(state.learning_rate - hyper_lr * hypergradient, 0.0)
-    tangent = jax.tree.map(
-        lambda z, h, g: z - eta * h - g, state.tangent, hz, grads)
+    tangent = jax.tree.map(lambda z, h, g: z - eta * h - g, state.tangent, hz, grads)
     params = jax.tree.map(lambda w, g: w - eta * g, params, grads)
     return params, FloorState(tangent, eta)
 
@@ -176,8 +177,9 @@ def build_case(model, method, inner_name, batch, val_batch, key) -> tuple:
   if method == FLOOR:
     if inner_name != "sgd":
       raise ValueError(f"the floor is a MARTHE-over-SGD step; got {inner_name!r}")
-    state = FloorState(optax.tree.zeros_like(params),
-                       jnp.asarray(LEARNING_RATES["sgd"], jnp.float32))
+    state = FloorState(
+      optax.tree.zeros_like(params), jnp.asarray(LEARNING_RATES["sgd"], jnp.float32)
+    )
     step = floor_step(model)
   else:
     tx = make_transformation(method, inner_name)

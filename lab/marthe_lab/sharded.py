@@ -23,8 +23,8 @@ def init_mlp(key: jax.Array, sizes) -> dict:
   for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:])):
     key, sub = jax.random.split(key)
     params[f"dense_{i}"] = {
-        "w": jax.random.normal(sub, (m, n)) * np.sqrt(2.0 / m),
-        "b": jnp.zeros(n),
+      "w": jax.random.normal(sub, (m, n)) * np.sqrt(2.0 / m),
+      "b": jnp.zeros(n),
     }
   return params
 

@@ -29,17 +29,12 @@ import optax
 
 from marthe_lab import loop
 from marthe_lab import methods as methods_lib
-from marthe_lab import report
 
 
 def beale(w: jax.Array) -> jax.Array:
   """Beale: ``sum_i (c_i - x + x y^i)^2``, minimum 0 at (3, 0.5)."""
   x, y = w[0], w[1]
-  return (
-      (1.5 - x + x * y) ** 2
-      + (2.25 - x + x * y**2) ** 2
-      + (2.625 - x + x * y**3) ** 2
-  )
+  return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
 
 
 def bukin_smoothed(w: jax.Array, eps: float = 1e-2) -> jax.Array:
@@ -79,35 +74,34 @@ class Problem(NamedTuple):
 BUKIN_EPS = 1e-2
 
 PROBLEMS = {
-    "beale": Problem(
-        name="beale",
-        fn=beale,
-        start=(1.0, 1.5),
-        learning_rate=1e-3,
-        xlim=(-0.5, 4.0),
-        ylim=(-0.5, 2.0),
-        minimum=0.0,
-        note="Beale, start (1, 1.5), eta_0 = 1e-3",
-    ),
-    "bukin": Problem(
-        name="bukin",
-        fn=functools.partial(bukin_smoothed, eps=BUKIN_EPS),
-        start=(-10.0, 2.0),
-        learning_rate=1e-3,
-        xlim=(-12.0, -8.0),
-        ylim=(-0.6, 2.2),
-        minimum=float(np.sqrt(np.sqrt(BUKIN_EPS) + BUKIN_EPS)),
-        note=f"smoothed Bukin N.6, eps = {BUKIN_EPS:g}, start (-10, 2), "
-        "eta_0 = 1e-3",
-    ),
+  "beale": Problem(
+    name="beale",
+    fn=beale,
+    start=(1.0, 1.5),
+    learning_rate=1e-3,
+    xlim=(-0.5, 4.0),
+    ylim=(-0.5, 2.0),
+    minimum=0.0,
+    note="Beale, start (1, 1.5), eta_0 = 1e-3",
+  ),
+  "bukin": Problem(
+    name="bukin",
+    fn=functools.partial(bukin_smoothed, eps=BUKIN_EPS),
+    start=(-10.0, 2.0),
+    learning_rate=1e-3,
+    xlim=(-12.0, -8.0),
+    ylim=(-0.6, 2.2),
+    minimum=float(np.sqrt(np.sqrt(BUKIN_EPS) + BUKIN_EPS)),
+    note=f"smoothed Bukin N.6, eps = {BUKIN_EPS:g}, start (-10, 2), eta_0 = 1e-3",
+  ),
 }
 
 
 METHODS = (
-    methods_lib.Variant("HD", "beta", False, 0.0),
-    methods_lib.Variant("RTHO", "beta", False, 1.0),
-    methods_lib.Variant("MARTHE (h_mu, fixed beta)", "beta", True),
-    methods_lib.Variant("MARTHE", "kappa", True),
+  methods_lib.Variant("HD", "beta", False, 0.0),
+  methods_lib.Variant("RTHO", "beta", False, 1.0),
+  methods_lib.Variant("MARTHE (h_mu, fixed beta)", "beta", True),
+  methods_lib.Variant("MARTHE", "kappa", True),
 )
 """The methods, each over its grid (``METHODS[0]`` at ``beta = 0`` is plain
 gradient descent)."""
@@ -136,12 +130,12 @@ class Trajectory(NamedTuple):
 
 
 def descend(
-    fn: Callable[[jax.Array], jax.Array],
-    start: jax.Array,
-    learning_rate: float,
-    steps: int,
-    grid_value: jax.Array,
-    method: methods_lib.Variant,
+  fn: Callable[[jax.Array], jax.Array],
+  start: jax.Array,
+  learning_rate: float,
+  steps: int,
+  grid_value: jax.Array,
+  method: methods_lib.Variant,
 ) -> Trajectory:
   """``steps`` steps of gradient descent scheduled online, with ``E = L``.
 
@@ -181,23 +175,27 @@ def descend(
   loss = jnp.concatenate([values, fn(w_last)[None]])
   finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(points), axis=-1)
   return Trajectory(
-      points=points,
-      loss=loss,
-      learning_rate=lrs,
-      mu=mus,
-      hyper_lr=betas,
-      best=jnp.min(jnp.where(finite, loss, jnp.inf)),
-      diverged=~jnp.all(finite) | (loss[-1] > loss[0]),
+    points=points,
+    loss=loss,
+    learning_rate=lrs,
+    mu=mus,
+    hyper_lr=betas,
+    best=jnp.min(jnp.where(finite, loss, jnp.inf)),
+    diverged=~jnp.all(finite) | (loss[-1] > loss[0]),
   )
 
 
 @functools.partial(jax.jit, static_argnames=("problem", "steps", "method"))
 def _run_grid(problem: Problem, steps: int, method: methods_lib.Variant, grid: jax.Array):
   return jax.vmap(
-      lambda v: descend(
-          problem.fn, jnp.asarray(problem.start), problem.learning_rate,
-          steps, v, method,
-      )
+    lambda v: descend(
+      problem.fn,
+      jnp.asarray(problem.start),
+      problem.learning_rate,
+      steps,
+      v,
+      method,
+    )
   )(grid)
 
 
@@ -222,11 +220,11 @@ class Figure1Result(NamedTuple):
 
 
 def run_figure1(
-    problems: Sequence[str] = ("beale", "bukin"),
-    steps: int = 500,
-    beta_grid: Optional[np.ndarray] = None,
-    kappa_grid: Optional[np.ndarray] = None,
-    methods: Sequence[methods_lib.Variant] = METHODS,
+  problems: Sequence[str] = ("beale", "bukin"),
+  steps: int = 500,
+  beta_grid: Optional[np.ndarray] = None,
+  kappa_grid: Optional[np.ndarray] = None,
+  methods: Sequence[methods_lib.Variant] = METHODS,
 ) -> Figure1Result:
   """Runs every method over its grid on every problem.
 
@@ -244,9 +242,7 @@ def run_figure1(
   """
   t0 = time.time()
   beta_grid = np.logspace(-8, 1, 19) if beta_grid is None else np.asarray(beta_grid)
-  kappa_grid = (
-      np.logspace(-18, 1, 39) if kappa_grid is None else np.asarray(kappa_grid)
-  )
+  kappa_grid = np.logspace(-18, 1, 39) if kappa_grid is None else np.asarray(kappa_grid)
   runs, constant = {}, {}
   for name in problems:
     problem = PROBLEMS[name]
@@ -257,9 +253,7 @@ def run_figure1(
       runs[name][m.name] = jax.tree.map(np.asarray, out)
     out = _run_grid(problem, steps, METHODS[0], jnp.zeros([1], jnp.float32))
     constant[name] = jax.tree.map(lambda a: np.asarray(a)[0], out)
-  return Figure1Result(
-      steps, beta_grid, kappa_grid, runs, constant, time.time() - t0
-  )
+  return Figure1Result(steps, beta_grid, kappa_grid, runs, constant, time.time() - t0)
 
 
 def best_index(traj: Trajectory) -> int:
@@ -274,131 +268,3 @@ def best_index(traj: Trajectory) -> int:
   final = np.where(div, np.inf, np.asarray(traj.loss[:, -1], np.float64))
   final = np.where(np.isfinite(final), final, np.inf)
   return int(np.lexsort((final, best))[0])
-
-
-def figure1_table(result: Figure1Result, methods: Sequence[methods_lib.Variant] = METHODS) -> str:
-  """Per problem and method: the best grid value, its best and final
-  objective, how many grid values diverged and the smallest that did."""
-  rows = []
-  for name, per_method in result.runs.items():
-    c = result.constant[name]
-    rows.append([name, "constant eta_0", "-", f"{c.best:.4g}",
-                 f"{c.loss[-1]:.4g}", "-", "-"])
-    for m in methods:
-      traj = per_method[m.name]
-      grid = result.beta_grid if m.grid == "beta" else result.kappa_grid
-      i = best_index(traj)
-      div = np.asarray(traj.diverged)
-      first = report.format_value(grid[div].min()) if div.any() else "none"
-      rows.append([
-          name,
-          m.name,
-          f"{m.grid}={report.format_value(grid[i])}" if i >= 0 else "-",
-          f"{traj.best[i]:.4g}" if i >= 0 else "-",
-          f"{traj.loss[i, -1]:.4g}" if i >= 0 else "-",
-          f"{div.sum()}/{len(grid)}",
-          first,
-      ])
-  return report.format_table(
-      ["problem", "method", "best grid value", "best L", "final L",
-       "diverged", "smallest diverging"],
-      rows,
-  )
-
-
-def figure1_json(result: Figure1Result, methods: Sequence[methods_lib.Variant] = METHODS) -> dict:
-  """Every number of the experiment, as a JSON-ready dict."""
-  out = {
-      "steps": result.steps,
-      "beta_grid": result.beta_grid,
-      "kappa_grid": result.kappa_grid,
-      "seconds": result.seconds,
-      "problems": {},
-  }
-  for name, per_method in result.runs.items():
-    p = PROBLEMS[name]
-    entry = {
-        "note": p.note,
-        "start": p.start,
-        "learning_rate": p.learning_rate,
-        "minimum": p.minimum,
-        "constant": result.constant[name]._asdict(),
-        "methods": {},
-    }
-    for m in methods:
-      traj = per_method[m.name]
-      entry["methods"][m.name] = {
-          "grid": m.grid,
-          "best_index": best_index(traj),
-          **traj._asdict(),
-      }
-    out["problems"][name] = entry
-  return out
-
-
-def plot_figure1(result: Figure1Result, path: str, methods: Sequence[methods_lib.Variant] = METHODS):
-  """Saves the figure, one row per problem: the loss surface with each
-  method's trajectory at its best grid value; the objective and the learning
-  rate along those runs; the best (solid) and final (dashed) objective against
-  ``beta`` and against ``kappa``, diverged runs marked with crosses at the top
-  of the panel."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  names = list(result.runs)
-  fig, axes = plt.subplots(len(names), 5, figsize=(25, 4.6 * len(names)),
-                           squeeze=False)
-  colors = dict(zip([m.name for m in methods], plt.cm.tab10.colors))
-  for row, name in zip(axes, names):
-    p, per_method = PROBLEMS[name], result.runs[name]
-    const = result.constant[name]
-    chosen = {m.name: best_index(per_method[m.name]) for m in methods}
-    ax = row[0]
-    xs = np.linspace(*p.xlim, 300)
-    ys = np.linspace(*p.ylim, 300)
-    xx, yy = np.meshgrid(xs, ys)
-    zz = np.asarray(jax.vmap(jax.vmap(lambda a, b: p.fn(jnp.stack([a, b]))))(
-        jnp.asarray(xx), jnp.asarray(yy)))
-    ax.contourf(xx, yy, np.log10(zz - p.minimum + 1e-3), levels=30, cmap="Greys")
-    ax.plot(*const.points.T, color="k", ls=":", lw=1.5, label="constant eta_0")
-    for m in methods:
-      if chosen[m.name] >= 0:
-        pts = per_method[m.name].points[chosen[m.name]]
-        ax.plot(pts[:, 0], pts[:, 1], color=colors[m.name], lw=1.5, label=m.name)
-    ax.plot(*p.start, "o", color="k")
-    ax.set(xlim=p.xlim, ylim=p.ylim, xlabel="x", ylabel="y",
-           title=f"{p.note}\nlog10(L - min L), best grid value of each method")
-    ax.legend(fontsize=7)
-    for ax, field, label in ((row[1], "loss", "L(w_t) - min L"),
-                             (row[2], "learning_rate", "learning rate")):
-      if field == "loss":
-        ax.plot(const.loss - p.minimum, color="k", ls=":", label="constant eta_0")
-      for m in methods:
-        i = chosen[m.name]
-        if i >= 0:
-          v = getattr(per_method[m.name], field)[i]
-          ax.plot(v - p.minimum if field == "loss" else v, color=colors[m.name],
-                  label=m.name)
-      ax.set(yscale="log", xlabel="step", ylabel=label,
-             title=f"{label} at the best grid value")
-      ax.legend(fontsize=7)
-    for ax, grid_kind in ((row[3], "beta"), (row[4], "kappa")):
-      grid = result.beta_grid if grid_kind == "beta" else result.kappa_grid
-      top = const.loss[0]
-      for m in methods:
-        if m.grid != grid_kind:
-          continue
-        traj = per_method[m.name]
-        div = np.asarray(traj.diverged)
-        ax.plot(grid, np.where(div, np.nan, traj.best), "o-", color=colors[m.name],
-                label=f"{m.name}: best", ms=3)
-        ax.plot(grid, np.where(div, np.nan, traj.loss[:, -1]), "--",
-                color=colors[m.name], lw=1, label=f"{m.name}: final")
-        ax.plot(grid[div], np.full(div.sum(), top), "x", color=colors[m.name])
-      ax.axhline(const.best, color="k", ls=":", label="constant eta_0")
-      ax.set(xscale="log", yscale="log", xlabel=grid_kind,
-             ylabel=f"L within {result.steps} steps",
-             title=f"best / final objective vs {grid_kind} (x: diverged)")
-      ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)

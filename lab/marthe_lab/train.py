@@ -108,9 +108,7 @@ class RunResult(NamedTuple):
   diverged: jax.Array
 
 
-def epoch_batches(
-    key: jax.Array, n: int, steps: int, batch_size: int
-) -> jax.Array:
+def epoch_batches(key: jax.Array, n: int, steps: int, batch_size: int) -> jax.Array:
   """``[steps, batch_size]`` indices into ``n`` examples, epoch by epoch.
 
   Each epoch is a fresh random permutation; batches are consecutive slices of
@@ -129,9 +127,7 @@ def epoch_batches(
   if batch_size > n:
     raise ValueError(f"batch_size {batch_size} exceeds the {n} examples.")
   epochs = -(-steps * batch_size // n)
-  perms = jax.vmap(lambda k: jax.random.permutation(k, n))(
-      jax.random.split(key, epochs)
-  )
+  perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, epochs))
   return perms.reshape(-1)[: steps * batch_size].reshape(steps, batch_size)
 
 
@@ -162,32 +158,30 @@ def seed_keys(seed: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 def train_batches(seed: jax.Array, arrays: Arrays, config: TrainConfig) -> jax.Array:
   """The seed's ``[steps, batch_size]`` training minibatch indices."""
   return epoch_batches(
-      seed_keys(seed)[1], arrays.x_train.shape[0], config.steps,
-      config.batch_size,
+    seed_keys(seed)[1],
+    arrays.x_train.shape[0],
+    config.steps,
+    config.batch_size,
   )
 
 
 def seed_inputs(
-    seed: jax.Array, arrays: Arrays, config: TrainConfig, num_classes: int = 10
+  seed: jax.Array, arrays: Arrays, config: TrainConfig, num_classes: int = 10
 ) -> RunInputs:
   """The :class:`RunInputs` of one seed (pure; see :func:`make_inputs`)."""
   k_init, _, k_val = seed_keys(seed)
-  params = models.init_mlp(
-      k_init, arrays.x_train.shape[1], config.hidden, num_classes
-  )
+  params = models.init_mlp(k_init, arrays.x_train.shape[1], config.hidden, num_classes)
   batches = train_batches(seed, arrays, config)
   if config.val_batch_size is None:
     val_batches = jnp.zeros((config.steps, 0), jnp.int32)
   else:
-    val_batches = epoch_batches(
-        k_val, arrays.x_val.shape[0], config.steps, config.val_batch_size
-    )
+    val_batches = epoch_batches(k_val, arrays.x_val.shape[0], config.steps, config.val_batch_size)
   return RunInputs(params, batches, val_batches)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "num_classes"))
 def make_inputs(
-    seeds: jax.Array, arrays: Arrays, config: TrainConfig, num_classes: int = 10
+  seeds: jax.Array, arrays: Arrays, config: TrainConfig, num_classes: int = 10
 ) -> RunInputs:
   """:func:`seed_inputs` of every seed in ``seeds`` (leading axis ``S``)."""
   return jax.vmap(lambda s: seed_inputs(s, arrays, config, num_classes))(seeds)
@@ -203,14 +197,14 @@ def loss(params: models.Params, batch: tuple) -> jax.Array:
 
 
 def fit(
-    method: Union[str, methods.Method],
-    arrays: Arrays,
-    config: TrainConfig,
-    inputs: RunInputs,
-    value: Any = None,
-    *,
-    inner: methods.InnerFactory = optax.sgd,
-    learning_rate: Any = None,
+  method: Union[str, methods.Method],
+  arrays: Arrays,
+  config: TrainConfig,
+  inputs: RunInputs,
+  value: Any = None,
+  *,
+  inner: methods.InnerFactory = optax.sgd,
+  learning_rate: Any = None,
 ) -> loop.Run:
   """``config.steps`` steps of ``method`` from one seed's inputs.
 
@@ -242,33 +236,34 @@ def fit(
 
   def batches(xs):
     _, idx, vidx = xs
-    val = (x_val, y_val) if config.val_batch_size is None else (
-        x_val[vidx], y_val[vidx])
+    val = (x_val, y_val) if config.val_batch_size is None else (x_val[vidx], y_val[vidx])
     return (x_tr[idx], y_tr[idx]), val
 
   def record(xs, params, state, out):
     del params
     return Trace(
-        learning_rate=m.learning_rate(state, xs[0], lr),
-        hyper_lr=methods.stat(state, "hyper_lr"),
-        mu=methods.stat(state, "mu"),
-        hypergradient=methods.stat(state, "hypergradient"),
-        train_loss=out.value,
+      learning_rate=m.learning_rate(state, xs[0], lr),
+      hyper_lr=methods.stat(state, "hyper_lr"),
+      mu=methods.stat(state, "mu"),
+      hypergradient=methods.stat(state, "hypergradient"),
+      train_loss=out.value,
     )
 
-  xs = (jnp.arange(config.steps), inputs.batches[: config.steps],
-        inputs.val_batches[: config.steps])
-  return loop.scan(step, inputs.params, tx.init(inputs.params), xs,
-                   batches=batches, record=record)
+  xs = (
+    jnp.arange(config.steps),
+    inputs.batches[: config.steps],
+    inputs.val_batches[: config.steps],
+  )
+  return loop.scan(step, inputs.params, tx.init(inputs.params), xs, batches=batches, record=record)
 
 
 def train(
-    method: Union[str, methods.Method],
-    arrays: Arrays,
-    config: TrainConfig,
-    inputs: RunInputs,
-    value: Any = None,
-    **options,
+  method: Union[str, methods.Method],
+  arrays: Arrays,
+  config: TrainConfig,
+  inputs: RunInputs,
+  value: Any = None,
+  **options,
 ) -> RunResult:
   """One training run (:func:`fit`) and its final evaluation.
 
@@ -299,31 +294,31 @@ def train(
   val_loss = loss(params, (x_val, y_val))
   nonfinite = optax.tree.get(run.opt_state, "nonfinite_count")
   diverged = (
-      ~jnp.all(jnp.isfinite(trace.train_loss))
-      | ~jnp.isfinite(val_loss)
-      | (val_loss > initial_val_loss)
+    ~jnp.all(jnp.isfinite(trace.train_loss))
+    | ~jnp.isfinite(val_loss)
+    | (val_loss > initial_val_loss)
   )
   return RunResult(
-      trace=trace,
-      initial_val_loss=initial_val_loss,
-      train_loss=loss(params, (x_tr, y_tr)),
-      val_loss=val_loss,
-      val_accuracy=acc(params, x_val, y_val),
-      test_loss=loss(params, (x_te, y_te)),
-      test_accuracy=acc(params, x_te, y_te),
-      nonfinite_count=jnp.asarray(0 if nonfinite is None else nonfinite),
-      diverged=diverged,
+    trace=trace,
+    initial_val_loss=initial_val_loss,
+    train_loss=loss(params, (x_tr, y_tr)),
+    val_loss=val_loss,
+    val_accuracy=acc(params, x_val, y_val),
+    test_loss=loss(params, (x_te, y_te)),
+    test_accuracy=acc(params, x_te, y_te),
+    nonfinite_count=jnp.asarray(0 if nonfinite is None else nonfinite),
+    diverged=diverged,
   )
 
 
 @functools.partial(jax.jit, static_argnames=("config", "adaptive_mu"))
 def run_online(
-    arrays: Arrays,
-    config: TrainConfig,
-    inputs: RunInputs,
-    seeds: jax.Array,
-    hyper: Hyper,
-    adaptive_mu: bool,
+  arrays: Arrays,
+  config: TrainConfig,
+  inputs: RunInputs,
+  seeds: jax.Array,
+  hyper: Hyper,
+  adaptive_mu: bool,
 ) -> RunResult:
   """Vmapped eq. 5 runs: seed ``seeds[i]`` with ``Hyper(...)[i]``, all at once.
 
@@ -344,16 +339,17 @@ def run_online(
     A :class:`RunResult` of arrays with a leading axis ``n``.
   """
   method = "eq5_adaptive_mu" if adaptive_mu else "eq5"
-  return jax.vmap(lambda seed, h: train(
-      method, arrays, config, _row(inputs, seed), h))(seeds, hyper)
+  return jax.vmap(lambda seed, h: train(method, arrays, config, _row(inputs, seed), h))(
+    seeds, hyper
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def run_knob_free(
-    arrays: Arrays,
-    config: TrainConfig,
-    inputs: RunInputs,
-    seeds: jax.Array,
+  arrays: Arrays,
+  config: TrainConfig,
+  inputs: RunInputs,
+  seeds: jax.Array,
 ) -> RunResult:
   """Vmapped runs of knob-free MARTHE, ``mo.marthe(optax.sgd, eta_0)``.
 
@@ -361,26 +357,28 @@ def run_knob_free(
   step's validation minibatch (``val_grads``) and the minibatch training
   loss (``value``, for the divergence safeguard).
   """
-  return jax.vmap(lambda seed: train(
-      "knob_free", arrays, config, _row(inputs, seed)))(seeds)
+  return jax.vmap(lambda seed: train("knob_free", arrays, config, _row(inputs, seed)))(seeds)
 
 
 def knob_free_available() -> bool:
   """Whether ``mo.marthe`` has the knob-free mode (``hyper_lr_step=None``)."""
   import inspect  # pylint: disable=g-import-not-at-top
+
   parameter = inspect.signature(mo.marthe).parameters.get("hyper_lr_step")
   return parameter is not None and parameter.default is None
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def run_schedule(
-    arrays: Arrays,
-    config: TrainConfig,
-    inputs: RunInputs,
-    seeds: jax.Array,
-    schedules: jax.Array,
+  arrays: Arrays,
+  config: TrainConfig,
+  inputs: RunInputs,
+  seeds: jax.Array,
+  schedules: jax.Array,
 ) -> RunResult:
   """Vmapped SGD runs of seeds ``seeds`` with ``[n, steps]`` schedules."""
-  return jax.vmap(lambda seed, schedule: train(
-      "plain", arrays, config, _row(inputs, seed),
-      learning_rate=lambda count: schedule[count]))(seeds, schedules)
+  return jax.vmap(
+    lambda seed, schedule: train(
+      "plain", arrays, config, _row(inputs, seed), learning_rate=lambda count: schedule[count]
+    )
+  )(seeds, schedules)

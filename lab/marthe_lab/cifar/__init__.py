@@ -59,12 +59,30 @@ The package, by concern:
 # pylint: disable=g-importing-member
 from marthe_lab.cifar.checkpoints import Budget, Checkpoints, Stopped
 from marthe_lab.cifar.config import (
-    EXPERIMENTS, METHODS, ONLINE, Config, Method, exponential_schedule,
-    load_data, make_optimizer, preset, sgdr_schedule, staircase_schedule,
-    steps_per_epoch)
+  EXPERIMENTS,
+  METHODS,
+  ONLINE,
+  Config,
+  Method,
+  exponential_schedule,
+  load_data,
+  make_optimizer,
+  preset,
+  sgdr_schedule,
+  staircase_schedule,
+  steps_per_epoch,
+)
 from marthe_lab.cifar.results import COLORS, plot, save_json
-from marthe_lab.cifar.runner import (
-    run, run_one, select_kappa, summarize, time_steps)
+from marthe_lab.cifar.runner import run, run_one, select_kappa, summarize, time_steps
 from marthe_lab.cifar.step import (
-    Prepared, State, build, initial_state, make_batches, make_evaluate,
-    make_losses, make_one_step, make_train_step, split)
+  Prepared,
+  State,
+  build,
+  initial_state,
+  make_batches,
+  make_evaluate,
+  make_losses,
+  make_one_step,
+  make_train_step,
+  split,
+)

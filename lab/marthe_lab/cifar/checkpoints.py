@@ -49,9 +49,9 @@ class Checkpoints:
       if saved != config:
         changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
         raise ValueError(
-            f"The checkpoints in {self.directory} belong to another configuration "
-            f"(differences: {changed}); resume with the same options, or start over "
-            "without --resume."
+          f"The checkpoints in {self.directory} belong to another configuration "
+          f"(differences: {changed}); resume with the same options, or start over "
+          "without --resume."
         )
     elif os.path.exists(self.directory):
       shutil.rmtree(self.directory)
@@ -72,8 +72,8 @@ class Checkpoints:
 
   def save_kappa(self, kappa: float, source: str, evidence: dict) -> None:
     _write_json(
-        os.path.join(self.directory, "kappa.json"),
-        dict(kappa=kappa, source=source, evidence=evidence),
+      os.path.join(self.directory, "kappa.json"),
+      dict(kappa=kappa, source=source, evidence=evidence),
     )
 
   def finished(self, method: str, seed: int) -> Optional[dict]:
@@ -93,8 +93,8 @@ class Checkpoints:
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
     return ocp, ocp.CheckpointManager(
-        os.path.join(self._run_dir(method, seed), "state"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1),
+      os.path.join(self._run_dir(method, seed), "state"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=1),
     )
 
   def restore(self, method: str, seed: int, target: Any) -> Optional[tuple[Any, dict]]:
@@ -109,21 +109,27 @@ class Checkpoints:
       if step is None:
         return None
       leaves, treedef = jax.tree.flatten(target)
-      abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-                  for x in leaves]
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore(),
-      ))
+      abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) for x in leaves]
+      restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract),
+          meta=ocp.args.JsonRestore(),
+        ),
+      )
     return jax.tree.unflatten(treedef, restored["state"]), restored["meta"]
 
   def save(self, method: str, seed: int, epoch: int, state: Any, meta: dict) -> None:
     """Saves the state after ``epoch`` epochs (blocking until written)."""
     ocp, manager = self._manager(method, seed)
     with manager:
-      manager.save(epoch, args=ocp.args.Composite(
+      manager.save(
+        epoch,
+        args=ocp.args.Composite(
           state=ocp.args.StandardSave(jax.tree.leaves(state)),
           meta=ocp.args.JsonSave(meta),
-      ))
+        ),
+      )
       manager.wait_until_finished()
 
 
@@ -149,6 +155,6 @@ class Budget:
     return self.stop_after is not None and self.epochs >= self.stop_after
 
   def stop(self, where: str) -> Stopped:
-    return Stopped(f"stopped after {self.epochs} epochs in this run ({where}); "
-                   "continue with --resume")
-
+    return Stopped(
+      f"stopped after {self.epochs} epochs in this run ({where}); continue with --resume"
+    )

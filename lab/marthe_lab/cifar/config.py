@@ -20,9 +20,9 @@ from marthe_lab.cifar import data as cifar_data
 
 
 EXPERIMENTS = {
-    # name: (dataset, model, inner, eta_0)
-    "vgg11-cifar10": ("cifar10", "vgg11", "momentum", 0.1),
-    "resnet18-cifar100": ("cifar100", "resnet18", "adam", 3e-4),
+  # name: (dataset, model, inner, eta_0)
+  "vgg11-cifar10": ("cifar10", "vgg11", "momentum", 0.1),
+  "resnet18-cifar100": ("cifar100", "resnet18", "adam", 3e-4),
 }
 
 
@@ -86,9 +86,7 @@ def preset(name: str, experiment: str = "vgg11-cifar10", **overrides) -> Config:
     The :class:`Config`.
   """
   if experiment not in EXPERIMENTS:
-    raise ValueError(
-        f"experiment must be one of {sorted(EXPERIMENTS)}, got {experiment!r}."
-    )
+    raise ValueError(f"experiment must be one of {sorted(EXPERIMENTS)}, got {experiment!r}.")
   dataset, model, inner, eta0 = EXPERIMENTS[experiment]
   base = dict(model=model, inner=inner, eta0=eta0)
   if name == "paper":
@@ -96,15 +94,26 @@ def preset(name: str, experiment: str = "vgg11-cifar10", **overrides) -> Config:
   elif name == "synthetic":
     # Eight short epochs; the fixed schedules are compressed to match.
     cfg = Config(
-        dataset="synthetic", width=0.125, epochs=8, batch_size=64,
-        val_batch_size=64, eval_batch_size=256, synthetic_sizes=(2048, 256, 512),
-        seeds=(0, 1), staircase_every=3.0, exp_decay=0.8, sgdr_t0=1.0,
-        # From the selection on this preset (--select-kappa, 20 steps, about
-        # 5 CPU-minutes; run on a harder version of the data, separation
-        # 0.25): 1e-7 overflows, 1e-8 multiplies the loss by 9.4, 1e-9 and
-        # below do not diverge.
-        kappa=1e-9 if inner == "momentum" else None,
-        selection_steps=20, selection_start=1e-7, selection_num=6, **base,
+      dataset="synthetic",
+      width=0.125,
+      epochs=8,
+      batch_size=64,
+      val_batch_size=64,
+      eval_batch_size=256,
+      synthetic_sizes=(2048, 256, 512),
+      seeds=(0, 1),
+      staircase_every=3.0,
+      exp_decay=0.8,
+      sgdr_t0=1.0,
+      # From the selection on this preset (--select-kappa, 20 steps, about
+      # 5 CPU-minutes; run on a harder version of the data, separation
+      # 0.25): 1e-7 overflows, 1e-8 multiplies the loss by 9.4, 1e-9 and
+      # below do not diverge.
+      kappa=1e-9 if inner == "momentum" else None,
+      selection_steps=20,
+      selection_start=1e-7,
+      selection_num=6,
+      **base,
     )
   elif name == "smoke":
     # A three-convolution VGG ('vgg-mini'): compile time dominates here.
@@ -112,15 +121,24 @@ def preset(name: str, experiment: str = "vgg11-cifar10", **overrides) -> Config:
     # eta to 0 at the third step; at 1e-9 it moves and stays positive.
     base["model"] = "vgg-mini"
     cfg = Config(
-        dataset="synthetic", width=0.0625, epochs=2, batch_size=16,
-        val_batch_size=16, eval_batch_size=32, synthetic_sizes=(64, 32, 32),
-        max_steps_per_epoch=2, seeds=(0,), staircase_every=1.0, exp_decay=0.5,
-        sgdr_t0=1.0, kappa=1e-9, methods=("staircase", "marthe"), **base,
+      dataset="synthetic",
+      width=0.0625,
+      epochs=2,
+      batch_size=16,
+      val_batch_size=16,
+      eval_batch_size=32,
+      synthetic_sizes=(64, 32, 32),
+      max_steps_per_epoch=2,
+      seeds=(0,),
+      staircase_every=1.0,
+      exp_decay=0.5,
+      sgdr_t0=1.0,
+      kappa=1e-9,
+      methods=("staircase", "marthe"),
+      **base,
     )
   else:
-    raise ValueError(
-        f"preset must be 'paper', 'synthetic' or 'smoke', got {name!r}."
-    )
+    raise ValueError(f"preset must be 'paper', 'synthetic' or 'smoke', got {name!r}.")
   return dataclasses.replace(cfg, **overrides)
 
 
@@ -139,9 +157,7 @@ def steps_per_epoch(cfg: Config, num_train: int) -> int:
   return min(steps, cfg.max_steps_per_epoch or steps)
 
 
-def sgdr_schedule(
-    eta0: float, t0_steps: int, mult: float, total_steps: int
-) -> optax.Schedule:
+def sgdr_schedule(eta0: float, t0_steps: int, mult: float, total_steps: int) -> optax.Schedule:
   """SGDR (Loshchilov & Hutter, 2017): ``optax.sgdr_schedule`` from ``eta0``.
 
   Cosine decays to 0 restarted at ``eta0``, of ``T_0, T_0 mult, T_0 mult^2,
@@ -152,27 +168,31 @@ def sgdr_schedule(
     periods.append(max(1, int(round(period))))
     start += periods[-1]
     period *= mult
-  return optax.sgdr_schedule([
-      dict(init_value=eta0, peak_value=eta0, warmup_steps=0, decay_steps=d,
-           end_value=0.0) for d in periods])
+  return optax.sgdr_schedule(
+    [
+      dict(init_value=eta0, peak_value=eta0, warmup_steps=0, decay_steps=d, end_value=0.0)
+      for d in periods
+    ]
+  )
 
 
 def staircase_schedule(cfg: Config, spe: int) -> optax.Schedule:
   """``eta_0`` times ``cfg.staircase_factor`` every ``cfg.staircase_every`` epochs."""
   every = max(1, int(round(cfg.staircase_every * spe)))
   return optax.piecewise_constant_schedule(
-      cfg.eta0, {k: cfg.staircase_factor for k in range(every, cfg.epochs * spe, every)})
+    cfg.eta0, {k: cfg.staircase_factor for k in range(every, cfg.epochs * spe, every)}
+  )
 
 
 def exponential_schedule(cfg: Config, spe: int) -> optax.Schedule:
   """``eta_0`` times ``cfg.exp_decay`` per epoch (staircase)."""
   return optax.exponential_decay(
-      cfg.eta0, transition_steps=spe, decay_rate=cfg.exp_decay, staircase=True)
+    cfg.eta0, transition_steps=spe, decay_rate=cfg.exp_decay, staircase=True
+  )
 
 
 def _sgdr(cfg: Config, spe: int) -> optax.Schedule:
-  return sgdr_schedule(cfg.eta0, int(round(cfg.sgdr_t0 * spe)), cfg.sgdr_mult,
-                       cfg.epochs * spe)
+  return sgdr_schedule(cfg.eta0, int(round(cfg.sgdr_t0 * spe)), cfg.sgdr_mult, cfg.epochs * spe)
 
 
 def _eta0(cfg: Config, spe: int) -> float:
@@ -212,14 +232,17 @@ class Method(NamedTuple):
     return methods_lib.get(self.method)
 
 
-METHODS = {m.name: m for m in (
+METHODS = {
+  m.name: m
+  for m in (
     Method("staircase", "plain", staircase_schedule),
     Method("exponential", "plain", exponential_schedule),
     Method("sgdr", "plain", _sgdr),
     Method("hd", "hd", value=lambda cfg, kappa: cfg.hd_beta),
     Method("rtho", "rtho", value=lambda cfg, kappa: cfg.rtho_beta),
     Method("marthe", "marthe", value=_kappa),
-)}
+  )
+}
 """The methods of section 6, by name."""
 
 ONLINE = tuple(n for n, m in METHODS.items() if m.registry.family == "hypergradient")
@@ -227,7 +250,7 @@ ONLINE = tuple(n for n, m in METHODS.items() if m.registry.family == "hypergradi
 
 
 def make_optimizer(
-    cfg: Config, method: str, spe: int, kappa: Optional[float]
+  cfg: Config, method: str, spe: int, kappa: Optional[float]
 ) -> tuple[optax.GradientTransformationExtraArgs, Any]:
   """``(tx, learning_rate)`` of a method: ``METHODS[method]`` over ``cfg.inner``.
 
@@ -249,6 +272,5 @@ def make_optimizer(
     raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}.")
   m = METHODS[method]
   learning_rate = m.learning_rate(cfg, spe)
-  tx = m.registry.make(methods_lib.get_inner(cfg.inner), learning_rate,
-                       m.value(cfg, kappa))
+  tx = m.registry.make(methods_lib.get_inner(cfg.inner), learning_rate, m.value(cfg, kappa))
   return tx, learning_rate

@@ -37,24 +37,24 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 _LAYOUT = {
-    "cifar10": dict(
-        folder="cifar-10-batches-py",
-        train=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test=("test_batch",),
-        label_key=b"labels",
-        num_classes=10,
-        mean=CIFAR10_MEAN,
-        std=CIFAR10_STD,
-    ),
-    "cifar100": dict(
-        folder="cifar-100-python",
-        train=("train",),
-        test=("test",),
-        label_key=b"fine_labels",
-        num_classes=100,
-        mean=CIFAR100_MEAN,
-        std=CIFAR100_STD,
-    ),
+  "cifar10": dict(
+    folder="cifar-10-batches-py",
+    train=tuple(f"data_batch_{i}" for i in range(1, 6)),
+    test=("test_batch",),
+    label_key=b"labels",
+    num_classes=10,
+    mean=CIFAR10_MEAN,
+    std=CIFAR10_STD,
+  ),
+  "cifar100": dict(
+    folder="cifar-100-python",
+    train=("train",),
+    test=("test",),
+    label_key=b"fine_labels",
+    num_classes=100,
+    mean=CIFAR100_MEAN,
+    std=CIFAR100_STD,
+  ),
 }
 
 
@@ -102,15 +102,15 @@ def read_batch(path: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     batch = pickle.load(f, encoding="bytes")
   if b"data" not in batch or label_key not in batch:
     raise ValueError(
-        f"{path} is not a CIFAR python-pickle batch with b'data' and "
-        f"{label_key!r}; its keys are {sorted(batch)}."
+      f"{path} is not a CIFAR python-pickle batch with b'data' and "
+      f"{label_key!r}; its keys are {sorted(batch)}."
     )
   data = np.asarray(batch[b"data"], dtype=np.uint8)
   labels = np.asarray(batch[label_key], dtype=np.int32)
   if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
     raise ValueError(
-        f"{path}: expected b'data' of shape [n, 3072] and n labels, got "
-        f"{data.shape} and {labels.shape}."
+      f"{path}: expected b'data' of shape [n, 3072] and n labels, got "
+      f"{data.shape} and {labels.shape}."
     )
   images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return np.ascontiguousarray(images), labels
@@ -138,28 +138,25 @@ def find_dir(name: str, data_dir: Optional[str] = None) -> str:
   root = data_dir if data_dir is not None else os.environ.get(ENV_VAR)
   if root is None:
     raise FileNotFoundError(
-        f"No CIFAR directory given: pass data_dir or set ${ENV_VAR} to the "
-        f"folder that contains {layout['folder']}/ (the python-pickle archive "
-        "from https://www.cs.toronto.edu/~kriz/cifar.html, extracted). Or use "
-        "the synthetic preset, which needs no data."
+      f"No CIFAR directory given: pass data_dir or set ${ENV_VAR} to the "
+      f"folder that contains {layout['folder']}/ (the python-pickle archive "
+      "from https://www.cs.toronto.edu/~kriz/cifar.html, extracted). Or use "
+      "the synthetic preset, which needs no data."
     )
   for candidate in (os.path.join(root, layout["folder"]), root):
-    if all(
-        os.path.isfile(os.path.join(candidate, f))
-        for f in layout["train"] + layout["test"]
-    ):
+    if all(os.path.isfile(os.path.join(candidate, f)) for f in layout["train"] + layout["test"]):
       return candidate
   raise FileNotFoundError(
-      f"{root!r} holds neither {layout['folder']}/ nor the files "
-      f"{', '.join(layout['train'] + layout['test'])}."
+    f"{root!r} holds neither {layout['folder']}/ nor the files "
+    f"{', '.join(layout['train'] + layout['test'])}."
   )
 
 
 def load(
-    name: str,
-    data_dir: Optional[str] = None,
-    num_val: int = 5000,
-    split_seed: int = 0,
+  name: str,
+  data_dir: Optional[str] = None,
+  num_val: int = 5000,
+  split_seed: int = 0,
 ) -> Cifar:
   """CIFAR-10 or CIFAR-100 from local pickles, with a validation split.
 
@@ -176,29 +173,27 @@ def load(
   """
   layout = _LAYOUT[name]
   folder = find_dir(name, data_dir)
-  read = lambda files: [
-      read_batch(os.path.join(folder, f), layout["label_key"]) for f in files
-  ]
+  read = lambda files: [read_batch(os.path.join(folder, f), layout["label_key"]) for f in files]
   train = read(layout["train"])
   test = read(layout["test"])
   x = np.concatenate([b[0] for b in train])
   y = np.concatenate([b[1] for b in train])
   x_train, y_train, x_val, y_val = split_validation(x, y, num_val, split_seed)
   return Cifar(
-      x_train=x_train,
-      y_train=y_train,
-      x_val=x_val,
-      y_val=y_val,
-      x_test=np.concatenate([b[0] for b in test]),
-      y_test=np.concatenate([b[1] for b in test]),
-      num_classes=layout["num_classes"],
-      mean=layout["mean"],
-      std=layout["std"],
+    x_train=x_train,
+    y_train=y_train,
+    x_val=x_val,
+    y_val=y_val,
+    x_test=np.concatenate([b[0] for b in test]),
+    y_test=np.concatenate([b[1] for b in test]),
+    num_classes=layout["num_classes"],
+    mean=layout["mean"],
+    std=layout["std"],
   )
 
 
 def split_validation(
-    x: np.ndarray, y: np.ndarray, num_val: int, seed: int = 0
+  x: np.ndarray, y: np.ndarray, num_val: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Holds out ``num_val`` random examples: ``(x_train, y_train, x_val, y_val)``."""
   if not 0 <= num_val < len(x):
@@ -209,13 +204,13 @@ def split_validation(
 
 
 def synthetic(
-    num_train: int = 2048,
-    num_val: int = 256,
-    num_test: int = 512,
-    num_classes: int = 10,
-    separation: float = 0.4,
-    noise: float = 1.0,
-    seed: int = 0,
+  num_train: int = 2048,
+  num_val: int = 256,
+  num_test: int = 512,
+  num_classes: int = 10,
+  separation: float = 0.4,
+  noise: float = 1.0,
+  seed: int = 0,
 ) -> Cifar:
   """An in-memory CIFAR stand-in with CIFAR's shapes and dtypes.
 
@@ -247,9 +242,7 @@ def synthetic(
   def draw(n):
     y = rng.integers(0, num_classes, n).astype(np.int32)
     shifts = rng.integers(-8, 9, (n, 2))
-    x = np.stack(
-        [np.roll(templates[c], tuple(s), axis=(0, 1)) for c, s in zip(y, shifts)]
-    )
+    x = np.stack([np.roll(templates[c], tuple(s), axis=(0, 1)) for c, s in zip(y, shifts)])
     x = x + noise * rng.normal(size=x.shape)
     return np.clip(np.rint(255.0 * (0.5 + 0.25 * x)), 0, 255).astype(np.uint8), y
 
@@ -258,9 +251,7 @@ def synthetic(
   x_test, y_test = draw(num_test)
   mean = tuple(float(v) for v in x_train.reshape(-1, 3).mean(0) / 255.0)
   std = tuple(float(v) for v in x_train.reshape(-1, 3).std(0) / 255.0)
-  return Cifar(
-      x_train, y_train, x_val, y_val, x_test, y_test, num_classes, mean, std
-  )
+  return Cifar(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, mean, std)
 
 
 def augment(key: jax.Array, images: jax.Array, padding: int = 4) -> jax.Array:
@@ -282,14 +273,10 @@ def augment(key: jax.Array, images: jax.Array, padding: int = 4) -> jax.Array:
   k_crop, k_flip = jax.random.split(key)
   offsets = jax.random.randint(k_crop, (n, 2), 0, 2 * padding + 1)
   flips = jax.random.bernoulli(k_flip, 0.5, (n,))
-  padded = jnp.pad(
-      images, ((0, 0), (padding, padding), (padding, padding), (0, 0))
-  )
+  padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
 
   def one(image, offset, flip):
-    crop = jax.lax.dynamic_slice(
-        image, (offset[0], offset[1], 0), (h, w, image.shape[-1])
-    )
+    crop = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, image.shape[-1]))
     return jnp.where(flip, crop[:, ::-1], crop)
 
   return jax.vmap(one)(padded, offsets, flips)

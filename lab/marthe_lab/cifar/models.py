@@ -51,12 +51,12 @@ class VGG11(nnx.Module):
   """
 
   def __init__(
-      self,
-      num_classes: int = 10,
-      *,
-      width: float = 1.0,
-      rngs: nnx.Rngs,
-      config: Sequence[Union[int, str]] = VGG11_CONFIG,
+    self,
+    num_classes: int = 10,
+    *,
+    width: float = 1.0,
+    rngs: nnx.Rngs,
+    config: Sequence[Union[int, str]] = VGG11_CONFIG,
   ):
     convs, norms = [], []
     in_features = 3
@@ -71,9 +71,7 @@ class VGG11(nnx.Module):
     self.convs = nnx.List(convs)
     self.norms = nnx.List(norms)
     side = 32 // 2 ** sum(c == "M" for c in config)
-    self.classifier = nnx.Linear(
-        in_features * side * side, num_classes, rngs=rngs
-    )
+    self.classifier = nnx.Linear(in_features * side * side, num_classes, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     i = 0
@@ -92,18 +90,25 @@ class BasicBlock(nnx.Module):
 
   def __init__(self, in_features: int, features: int, stride: int, *, rngs):
     self.conv1 = nnx.Conv(
-        in_features, features, (3, 3), strides=stride, padding=1,
-        use_bias=False, rngs=rngs,
+      in_features,
+      features,
+      (3, 3),
+      strides=stride,
+      padding=1,
+      use_bias=False,
+      rngs=rngs,
     )
     self.bn1 = _bn(features, rngs)
-    self.conv2 = nnx.Conv(
-        features, features, (3, 3), padding=1, use_bias=False, rngs=rngs
-    )
+    self.conv2 = nnx.Conv(features, features, (3, 3), padding=1, use_bias=False, rngs=rngs)
     self.bn2 = _bn(features, rngs)
     if stride != 1 or in_features != features:
       self.proj = nnx.Conv(
-          in_features, features, (1, 1), strides=stride, use_bias=False,
-          rngs=rngs,
+        in_features,
+        features,
+        (1, 1),
+        strides=stride,
+        use_bias=False,
+        rngs=rngs,
       )
       self.proj_bn = _bn(features, rngs)
     else:
@@ -149,9 +154,9 @@ class ResNet18(nnx.Module):
 
 
 MODELS = {
-    "vgg11": VGG11,
-    "resnet18": ResNet18,
-    "vgg-mini": functools.partial(VGG11, config=VGG_MINI_CONFIG),
+  "vgg11": VGG11,
+  "resnet18": ResNet18,
+  "vgg-mini": functools.partial(VGG11, config=VGG_MINI_CONFIG),
 }
 
 

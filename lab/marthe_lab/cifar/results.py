@@ -9,8 +9,12 @@ import numpy as np
 
 
 COLORS = {
-    "staircase": "tab:blue", "exponential": "tab:orange", "sgdr": "tab:green",
-    "hd": "tab:purple", "rtho": "tab:brown", "marthe": "tab:red",
+  "staircase": "tab:blue",
+  "exponential": "tab:orange",
+  "sgdr": "tab:green",
+  "hd": "tab:purple",
+  "rtho": "tab:brown",
+  "marthe": "tab:red",
 }
 
 
@@ -36,8 +40,10 @@ def plot(results: dict, path: str, title: Optional[str] = None) -> None:
       ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
     first = runs[0]
     axes[2].plot(
-        np.asarray(first["lr_trace_step"]) / first["steps_per_epoch"],
-        first["lr_trace"], label=method, color=color,
+      np.asarray(first["lr_trace_step"]) / first["steps_per_epoch"],
+      first["lr_trace"],
+      label=method,
+      color=color,
     )
   axes[0].set(xlabel="epoch", ylabel="test accuracy (%)", title="Accuracy")
   axes[1].set(xlabel="epoch", ylabel="validation loss", title="Objective E")

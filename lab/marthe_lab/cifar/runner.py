@@ -21,8 +21,7 @@ from marthe_lab import loop
 from marthe_lab.cifar import models as cifar_models
 from marthe_lab.cifar.checkpoints import Budget, Checkpoints
 from marthe_lab.cifar.config import Config, load_data, make_optimizer
-from marthe_lab.cifar.step import (
-    Prepared, build, make_batches, make_one_step, split)
+from marthe_lab.cifar.step import Prepared, build, make_batches, make_one_step, split
 
 
 def _subsample(trace: list, max_points: int) -> tuple[list, list]:
@@ -32,15 +31,15 @@ def _subsample(trace: list, max_points: int) -> tuple[list, list]:
 
 
 def run_one(
-    cfg: Config,
-    prepared: Prepared,
-    method: str,
-    seed: int,
-    kappa: Optional[float] = None,
-    progress: bool = True,
-    max_trace_points: int = 2000,
-    checkpoints: Optional[Checkpoints] = None,
-    budget: Optional[Budget] = None,
+  cfg: Config,
+  prepared: Prepared,
+  method: str,
+  seed: int,
+  kappa: Optional[float] = None,
+  progress: bool = True,
+  max_trace_points: int = 2000,
+  checkpoints: Optional[Checkpoints] = None,
+  budget: Optional[Budget] = None,
 ) -> dict:
   """Trains one method from one seed; returns its per-epoch record (JSON-able).
 
@@ -62,10 +61,20 @@ def run_one(
   n_train, n_val = len(prepared.data.x_train), len(prepared.data.x_val)
   rng = np.random.default_rng(seed)
   key = jax.random.key(seed)
-  record = {k: [] for k in (
-      "epoch", "train_loss", "train_ce", "val_loss", "val_acc", "test_loss",
-      "test_acc", "lr", "hypergradient",
-  )}
+  record = {
+    k: []
+    for k in (
+      "epoch",
+      "train_loss",
+      "train_ce",
+      "val_loss",
+      "val_acc",
+      "test_loss",
+      "test_acc",
+      "lr",
+      "hypergradient",
+    )
+  }
   lr_trace, first_epoch, elapsed, diverged = [], 0, 0.0, False
   if checkpoints is not None:
     restored = checkpoints.restore(method, seed, state)
@@ -75,9 +84,12 @@ def run_one(
       elapsed, diverged = meta["time_s"], meta["diverged"]
       rng.bit_generator.state = meta["rng"]
   bar = tqdm(
-      total=cfg.epochs * spe, initial=first_epoch * spe,
-      desc=f"{method} seed {seed}", disable=not progress, leave=False,
-      mininterval=1.0,
+    total=cfg.epochs * spe,
+    initial=first_epoch * spe,
+    desc=f"{method} seed {seed}",
+    disable=not progress,
+    leave=False,
+    mininterval=1.0,
   )
   start = time.perf_counter() - elapsed
   for epoch in range(first_epoch, cfg.epochs):
@@ -111,21 +123,34 @@ def run_one(
       budget.spend()
     stop = budget is not None and budget.used_up()
     last = diverged or epoch + 1 == cfg.epochs
-    if checkpoints is not None and not last and (
-        stop or (epoch + 1) % checkpoints.every == 0
-    ):
-      checkpoints.save(method, seed, epoch + 1, state, dict(
-          epoch=epoch + 1, record=record, lr_trace=lr_trace, diverged=diverged,
-          time_s=time.perf_counter() - start, rng=rng.bit_generator.state,
-      ))
+    if checkpoints is not None and not last and (stop or (epoch + 1) % checkpoints.every == 0):
+      checkpoints.save(
+        method,
+        seed,
+        epoch + 1,
+        state,
+        dict(
+          epoch=epoch + 1,
+          record=record,
+          lr_trace=lr_trace,
+          diverged=diverged,
+          time_s=time.perf_counter() - start,
+          rng=rng.bit_generator.state,
+        ),
+      )
     if stop and not last:
       bar.close()
       raise budget.stop(f"{method} seed {seed} at epoch {epoch + 1}")
   bar.close()
   steps, lrs = _subsample(lr_trace, max_trace_points)
   record.update(
-      method=method, seed=seed, diverged=diverged, steps_per_epoch=spe,
-      lr_trace_step=steps, lr_trace=lrs, time_s=time.perf_counter() - start,
+    method=method,
+    seed=seed,
+    diverged=diverged,
+    steps_per_epoch=spe,
+    lr_trace_step=steps,
+    lr_trace=lrs,
+    time_s=time.perf_counter() - start,
   )
   if checkpoints is not None:
     checkpoints.finish(method, seed, record)
@@ -152,9 +177,7 @@ def select_kappa(cfg: Config, prepared: Prepared) -> tuple[float, str, dict]:
   data = prepared.data
   rng = np.random.default_rng(10_000)
   steps, n_train, n_val = cfg.selection_steps, len(data.x_train), len(data.x_val)
-  idx = np.stack([
-      rng.permutation(n_train)[: cfg.batch_size] for _ in range(steps)
-  ])
+  idx = np.stack([rng.permutation(n_train)[: cfg.batch_size] for _ in range(steps)])
   vidx = rng.integers(0, n_val, (steps, cfg.val_batch_size))
   keys = jax.random.split(jax.random.key(10_000), steps)
   model = cifar_models.make(cfg.model, data.num_classes, cfg.width, 0)
@@ -164,30 +187,39 @@ def select_kappa(cfg: Config, prepared: Prepared) -> tuple[float, str, dict]:
     """The training losses of the prefix at ``kappa`` (traced)."""
     tx, _ = make_optimizer(cfg, "marthe", prepared.spe, kappa)
     run = loop.scan(
-        make_one_step(graphdef, cfg, "marthe", tx), params, tx.init(params),
-        (idx, vidx, keys), batches=make_batches(cfg, data, data_mean, data_std),
-        model_state=model_state)
+      make_one_step(graphdef, cfg, "marthe", tx),
+      params,
+      tx.init(params),
+      (idx, vidx, keys),
+      batches=make_batches(cfg, data, data_mean, data_std),
+      model_state=model_state,
+    )
     return run.records
 
   data_mean, data_std = data.mean, data.std
   run = jax.tree_util.Partial(
-      prefix, params, model_state, prepared.device, jnp.asarray(idx), jnp.asarray(vidx),
-      keys,
+    prefix,
+    params,
+    model_state,
+    prepared.device,
+    jnp.asarray(idx),
+    jnp.asarray(vidx),
+    keys,
   )
   result = selection.select_hyper_lr_step(
-      run,
-      start=cfg.selection_start,
-      num=cfg.selection_num,
-      factor=cfg.selection_factor,
-      growth=cfg.selection_growth,
-      batch_size=cfg.selection_chunk,
+    run,
+    start=cfg.selection_start,
+    num=cfg.selection_num,
+    factor=cfg.selection_factor,
+    growth=cfg.selection_growth,
+    batch_size=cfg.selection_chunk,
   )
   evidence = dict(
-      candidates=np.asarray(result.candidates).tolist(),
-      diverged=np.asarray(result.diverged).tolist(),
-      max_ratio=np.asarray(result.max_ratio).tolist(),
-      final_ratio=np.asarray(result.final_ratio).tolist(),
-      steps=steps,
+    candidates=np.asarray(result.candidates).tolist(),
+    diverged=np.asarray(result.diverged).tolist(),
+    max_ratio=np.asarray(result.max_ratio).tolist(),
+    final_ratio=np.asarray(result.final_ratio).tolist(),
+    steps=steps,
   )
   return result.value, "selection", evidence
 
@@ -196,19 +228,19 @@ def summarize(records: Sequence[dict], key: str) -> dict:
   """Mean and standard deviation over seeds of the final value of ``key``."""
   finals = [r[key][-1] for r in records if r[key]]
   return dict(
-      mean=float(np.mean(finals)) if finals else float("nan"),
-      std=float(np.std(finals)) if finals else float("nan"),
+    mean=float(np.mean(finals)) if finals else float("nan"),
+    std=float(np.std(finals)) if finals else float("nan"),
   )
 
 
 def run(
-    cfg: Config,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    checkpoint_dir: Optional[str] = None,
-    resume: bool = False,
-    checkpoint_every: int = 1,
-    stop_after_epochs: Optional[int] = None,
+  cfg: Config,
+  progress: bool = True,
+  log: Callable[[str], None] = print,
+  checkpoint_dir: Optional[str] = None,
+  resume: bool = False,
+  checkpoint_every: int = 1,
+  stop_after_epochs: Optional[int] = None,
 ) -> dict:
   """All methods and seeds of ``cfg``; returns the results (JSON-able).
 
@@ -233,9 +265,9 @@ def run(
   if stop_after_epochs is not None and checkpoint_dir is None:
     raise ValueError("stop_after_epochs needs a checkpoint_dir to resume from.")
   checkpoints = (
-      Checkpoints(checkpoint_dir, cfg, checkpoint_every, resume)
-      if checkpoint_dir is not None
-      else None
+    Checkpoints(checkpoint_dir, cfg, checkpoint_every, resume)
+    if checkpoint_dir is not None
+    else None
   )
   budget = Budget(stop_after_epochs)
   data = load_data(cfg)
@@ -250,37 +282,40 @@ def run(
   if checkpoints is not None and saved_kappa is None:
     checkpoints.save_kappa(kappa, kappa_source, evidence)
   log(
-      f"{cfg.dataset}/{cfg.model} (width {cfg.width}): {len(data.x_train)} train,"
-      f" {len(data.x_val)} val, {len(data.x_test)} test; {prepared.spe} steps "
-      f"per epoch; kappa={kappa} ({kappa_source})"
+    f"{cfg.dataset}/{cfg.model} (width {cfg.width}): {len(data.x_train)} train,"
+    f" {len(data.x_val)} val, {len(data.x_test)} test; {prepared.spe} steps "
+    f"per epoch; kappa={kappa} ({kappa_source})"
   )
   results = dict(
-      config=dataclasses.asdict(cfg), kappa=kappa, kappa_source=kappa_source,
-      kappa_selection=evidence,
-      steps_per_epoch=prepared.spe, backend=jax.default_backend(), methods={},
+    config=dataclasses.asdict(cfg),
+    kappa=kappa,
+    kappa_source=kappa_source,
+    kappa_selection=evidence,
+    steps_per_epoch=prepared.spe,
+    backend=jax.default_backend(),
+    methods={},
   )
   for method in cfg.methods:
     records = [
-        run_one(cfg, prepared, method, seed, kappa, progress,
-                checkpoints=checkpoints, budget=budget)
-        for seed in cfg.seeds
+      run_one(cfg, prepared, method, seed, kappa, progress, checkpoints=checkpoints, budget=budget)
+      for seed in cfg.seeds
     ]
     summary = {k: summarize(records, k) for k in ("test_acc", "val_loss", "val_acc")}
     results["methods"][method] = dict(runs=records, final=summary)
     log(
-        f"{method:12s} test acc {100 * summary['test_acc']['mean']:.2f} "
-        f"+- {100 * summary['test_acc']['std']:.2f}%  val loss "
-        f"{summary['val_loss']['mean']:.4f}  ({records[0]['time_s']:.1f}s/run)"
+      f"{method:12s} test acc {100 * summary['test_acc']['mean']:.2f} "
+      f"+- {100 * summary['test_acc']['std']:.2f}%  val loss "
+      f"{summary['val_loss']['mean']:.4f}  ({records[0]['time_s']:.1f}s/run)"
     )
   return results
 
 
 def time_steps(
-    cfg: Config,
-    methods: Sequence[str] = ("staircase", "marthe"),
-    steps: int = 5,
-    warmup: int = 2,
-    kappa: Optional[float] = None,
+  cfg: Config,
+  methods: Sequence[str] = ("staircase", "marthe"),
+  steps: int = 5,
+  warmup: int = 2,
+  kappa: Optional[float] = None,
 ) -> dict:
   """Warm per-step wall time of each method, measured interleaved in one process.
 
@@ -302,8 +337,8 @@ def time_steps(
 
   def batch():
     return (
-        jnp.asarray(rng.permutation(n_train)[: cfg.batch_size]),
-        jnp.asarray(rng.integers(0, n_val, cfg.val_batch_size)),
+      jnp.asarray(rng.permutation(n_train)[: cfg.batch_size]),
+      jnp.asarray(rng.integers(0, n_val, cfg.val_batch_size)),
     )
 
   for method in methods:
@@ -325,15 +360,13 @@ def time_steps(
       runs[method][0] = state
   median = {m: statistics.median(runs[m][2]) for m in methods}
   return dict(
-      median_s=median,
-      samples_s={m: runs[m][2] for m in methods},
-      compile_s=compile_s,
-      ratio_to={m: median[m] / median[methods[0]] for m in methods},
-      reference=methods[0],
-      batch_size=cfg.batch_size,
-      model=cfg.model,
-      width=cfg.width,
-      backend=jax.default_backend(),
+    median_s=median,
+    samples_s={m: runs[m][2] for m in methods},
+    compile_s=compile_s,
+    ratio_to={m: median[m] / median[methods[0]] for m in methods},
+    reference=methods[0],
+    batch_size=cfg.batch_size,
+    model=cfg.model,
+    width=cfg.width,
+    backend=jax.default_backend(),
   )
-
-

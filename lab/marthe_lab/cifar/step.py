@@ -78,8 +78,7 @@ def make_losses(graphdef: Any, weight_decay: float):
   return loss, objective
 
 
-def make_batches(cfg: Config, data: tuple, mean: Sequence[float],
-                 std: Sequence[float]) -> Callable:
+def make_batches(cfg: Config, data: tuple, mean: Sequence[float], std: Sequence[float]) -> Callable:
   """``batches((idx, vidx, key)) -> (batch, val_batch)``, for :func:`marthe_lab.loop.scan`.
 
   ``data`` is ``(x_train, y_train, x_val, y_val)`` on the device (uint8
@@ -94,14 +93,17 @@ def make_batches(cfg: Config, data: tuple, mean: Sequence[float],
     images = x_train[idx]
     if cfg.augment:
       images = cifar_data.augment(key, images)
-    return ((cifar_data.normalize(images, mean, std), y_train[idx]),
-            (cifar_data.normalize(x_val[vidx], mean, std), y_val[vidx]))
+    return (
+      (cifar_data.normalize(images, mean, std), y_train[idx]),
+      (cifar_data.normalize(x_val[vidx], mean, std), y_val[vidx]),
+    )
 
   return batches
 
 
-def make_one_step(graphdef: Any, cfg: Config, method: str,
-                  tx: optax.GradientTransformation) -> loop.Step:
+def make_one_step(
+  graphdef: Any, cfg: Config, method: str, tx: optax.GradientTransformation
+) -> loop.Step:
   """:func:`marthe_lab.loop.make_step` of a method (stateful, CE as aux).
 
   ``method`` is a key of :data:`~marthe_lab.cifar.config.METHODS`: its
@@ -109,19 +111,20 @@ def make_one_step(graphdef: Any, cfg: Config, method: str,
   ``val_grads``, the gradient of the validation cross-entropy).
   """
   loss, objective = make_losses(graphdef, cfg.weight_decay)
-  return loop.make_step(tx, loss, METHODS[method].registry.needs,
-                        objective=objective, has_aux=True, stateful=True)
+  return loop.make_step(
+    tx, loss, METHODS[method].registry.needs, objective=objective, has_aux=True, stateful=True
+  )
 
 
 def make_train_step(
-    graphdef: Any,
-    cfg: Config,
-    method: str,
-    tx: optax.GradientTransformation,
-    learning_rate: Any,
-    mean: Sequence[float],
-    std: Sequence[float],
-    jit: bool = True,
+  graphdef: Any,
+  cfg: Config,
+  method: str,
+  tx: optax.GradientTransformation,
+  learning_rate: Any,
+  mean: Sequence[float],
+  std: Sequence[float],
+  jit: bool = True,
 ) -> Callable:
   """The training step ``(state, data, idx, vidx, key) -> (state, metrics)``.
 
@@ -148,12 +151,15 @@ def make_train_step(
   def step(state, data, idx, vidx, key):
     batch, val_batch = make_batches(cfg, data, mean, std)((idx, vidx, key))
     params, opt_state, model_state, out = one_step(
-        state.params, state.opt_state, batch, val_batch, state.model_state)
+      state.params, state.opt_state, batch, val_batch, state.model_state
+    )
     hypergradient = optax.tree.get(opt_state, "hypergradient", 0.0)
     metrics = dict(
-        loss=out.value, ce=out.aux,
-        lr=registry.learning_rate(opt_state, state.step, learning_rate),
-        hypergradient=jnp.asarray(hypergradient, jnp.float32))
+      loss=out.value,
+      ce=out.aux,
+      lr=registry.learning_rate(opt_state, state.step, learning_rate),
+      hypergradient=jnp.asarray(hypergradient, jnp.float32),
+    )
     return State(params, model_state, opt_state, state.step + 1), metrics
 
   return jax.jit(step, donate_argnums=0) if jit else step
@@ -208,15 +214,14 @@ class Prepared:
     self.steps = {}
     self.evaluate = None
     self.device = tuple(
-        jnp.asarray(a) for a in (data.x_train, data.y_train, data.x_val, data.y_val)
+      jnp.asarray(a) for a in (data.x_train, data.y_train, data.x_val, data.y_val)
     )
     self.val_chunks = _chunks(data.x_val, data.y_val, cfg.eval_batch_size)
     self.test_chunks = _chunks(data.x_test, data.y_test, cfg.eval_batch_size)
     self.spe = steps_per_epoch(cfg, len(data.x_train))
 
 
-def initial_state(params: Any, model_state: Any,
-                  tx: optax.GradientTransformation) -> State:
+def initial_state(params: Any, model_state: Any, tx: optax.GradientTransformation) -> State:
   """The :class:`State` at step 0 (``tx.init(params)``)."""
   return State(params, model_state, tx.init(params), jnp.zeros([], jnp.int32))
 
@@ -229,8 +234,8 @@ def build(cfg: Config, prepared: Prepared, method: str, seed: int, kappa):
   graphdef, params, model_state = split(model)
   if method not in prepared.steps:
     prepared.steps[method] = make_train_step(
-        graphdef, cfg, method, tx, learning_rate, data.mean, data.std)
+      graphdef, cfg, method, tx, learning_rate, data.mean, data.std
+    )
   if prepared.evaluate is None:
     prepared.evaluate = make_evaluate(graphdef, data.mean, data.std)
-  return (initial_state(params, model_state, tx), prepared.steps[method],
-          prepared.evaluate)
+  return (initial_state(params, model_state, tx), prepared.steps[method], prepared.evaluate)

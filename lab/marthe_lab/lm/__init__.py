@@ -73,15 +73,44 @@ The package, by concern:
 
 # pylint: disable=g-importing-member
 from marthe_lab.lm.bench import (
-    Prepared, Runner, prepare, run_benchmark, run_method, run_one, run_rows)
+  Prepared,
+  Runner,
+  prepare,
+  run_benchmark,
+  run_method,
+  run_one,
+  run_rows,
+)
 from marthe_lab.lm.corpus import (
-    LN2, Corpus, pydoc_corpus, pydoc_text, random_starts, split_corpus,
-    tiling_starts, windows)
+  LN2,
+  Corpus,
+  pydoc_corpus,
+  pydoc_text,
+  random_starts,
+  split_corpus,
+  tiling_starts,
+  windows,
+)
 from marthe_lab.lm.methods import METHODS, Method, warmup_cosine
 from marthe_lab.lm.model import (
-    PRESETS, Block, Config, Transformer, group_labels, group_of, groups, loss,
-    train_loss)
+  PRESETS,
+  Block,
+  Config,
+  Transformer,
+  group_labels,
+  group_of,
+  groups,
+  loss,
+  train_loss,
+)
 from marthe_lab.lm.results import (
-    TABLE_HEADER, Result, Run, Timing, bits, plot, summarize, table_rows)
-from marthe_lab.lm.runs import (
-    Data, Inputs, Trace, block_loss, graphdef, seed_inputs, train)
+  TABLE_HEADER,
+  Result,
+  Run,
+  Timing,
+  bits,
+  plot,
+  summarize,
+  table_rows,
+)
+from marthe_lab.lm.runs import Data, Inputs, Trace, block_loss, graphdef, seed_inputs, train

@@ -13,8 +13,7 @@ import optax
 import marthe_optax as mo
 from marthe_lab.lm.corpus import Corpus, pydoc_corpus
 from marthe_lab.lm.model import Config
-from marthe_lab.lm.runs import (
-    Data, Inputs, block_loss, graphdef, seed_inputs, train)
+from marthe_lab.lm.runs import Data, Inputs, block_loss, graphdef, seed_inputs, train
 from marthe_lab.lm.methods import METHODS, Method
 from marthe_lab.lm.results import Result, Run, Timing, summarize
 
@@ -22,18 +21,28 @@ from marthe_lab.lm.results import Result, Run, Timing, summarize
 def _train(method: Method, gdef, data, config, inputs, hyper, steps=None):
   tx = method.build(config, hyper)
   return train(
-      gdef, tx, data, config, inputs, needs=method.registry.needs, steps=steps,
-      read_lr=lambda s, t: method.lr(s, t, config, hyper),
-      eval_params=method.registry.eval_params)
+    gdef,
+    tx,
+    data,
+    config,
+    inputs,
+    needs=method.registry.needs,
+    steps=steps,
+    read_lr=lambda s, t: method.lr(s, t, config, hyper),
+    eval_params=method.registry.eval_params,
+  )
 
 
-def run_one(method: Method, gdef, data: Data, config: Config,
-            inputs: Inputs, hyper: jax.Array) -> Run:
+def run_one(
+  method: Method, gdef, data: Data, config: Config, inputs: Inputs, hyper: jax.Array
+) -> Run:
   """A whole run of ``method`` and its final evaluation."""
   params, state, trace = _train(method, gdef, data, config, inputs, hyper)
   ev = lambda block, starts: block_loss(gdef, params, inputs.rest, block, starts, config.context)
-  counters = {name: jnp.asarray(optax.tree.get(state, name + "_count", 0), jnp.int32)
-              for name in ("nonfinite", "safeguard", "repaired")}
+  counters = {
+    name: jnp.asarray(optax.tree.get(state, name + "_count", 0), jnp.int32)
+    for name in ("nonfinite", "safeguard", "repaired")
+  }
   return Run(trace, ev(data.val, data.val_starts), ev(data.test, data.test_starts), counters)
 
 
@@ -47,8 +56,9 @@ def run_rows(data, inputs, hypers, *, method: str, config: Config, vocab: int) -
 def _prefix_losses(method: str, config: Config, vocab: int, data, inputs, value):
   """The training losses of a ``config.select_steps`` prefix at ``hyper = value``."""
   gdef = graphdef(vocab, config)
-  return _train(METHODS[method], gdef, data, config, inputs, value,
-                steps=config.select_steps)[2].train_loss
+  return _train(METHODS[method], gdef, data, config, inputs, value, steps=config.select_steps)[
+    2
+  ].train_loss
 
 
 class Prepared(NamedTuple):
@@ -64,8 +74,7 @@ def prepare(config: Config, corpus: Optional[Corpus] = None) -> Prepared:
   corpus = corpus or pydoc_corpus()
   data = Data.from_corpus(corpus, config)
   v = len(corpus.vocab)
-  inputs = jax.jit(jax.vmap(lambda s: seed_inputs(s, v, data, config)))(
-      jnp.arange(config.seeds))
+  inputs = jax.jit(jax.vmap(lambda s: seed_inputs(s, v, data, config)))(jnp.arange(config.seeds))
   return Prepared(corpus, data, jax.block_until_ready(inputs))
 
 
@@ -84,17 +93,20 @@ class Runner:
     s = config.seeds
     rows = jnp.zeros(s, jnp.float32)
     t0 = time.perf_counter()
-    self.compiled = run_rows.lower(prepared.data, prepared.inputs, rows, method=method,
-                                   config=config, vocab=self.vocab).compile()
+    self.compiled = run_rows.lower(
+      prepared.data, prepared.inputs, rows, method=method, config=config, vocab=self.vocab
+    ).compile()
     self.compile_s = time.perf_counter() - t0
     # The selection's prefix runs: one function for every seed (one compilation).
     self.prefix = jax.tree_util.Partial(
-        functools.partial(_prefix_losses, method, config, self.vocab), prepared.data)
+      functools.partial(_prefix_losses, method, config, self.vocab), prepared.data
+    )
 
   def run(self, hypers: np.ndarray) -> tuple[Run, float]:
     """Every seed's run at ``hypers[S]`` and the wall time."""
-    return _timed(self.compiled, self.prepared.data, self.prepared.inputs,
-                  jnp.asarray(hypers, jnp.float32))
+    return _timed(
+      self.compiled, self.prepared.data, self.prepared.inputs, jnp.asarray(hypers, jnp.float32)
+    )
 
   def select(self) -> tuple[np.ndarray, np.ndarray, float]:
     """Per seed, :func:`marthe_optax.select_hyper_lr_step` on its default grid.
@@ -146,14 +158,23 @@ def run_method(runner: Runner, reference: Optional[Runner]) -> Result:
       hyper, diverged, select_s = runner.select()
     run, run_s = runner.run(np.nan_to_num(hyper))
     n_runs, settings = 1, 1 + (0 if diverged is None else diverged.shape[1])
-  return Result(m.name, run, Timing(runner.compile_s, select_s, run_s, n_runs,
-                                    run_s if ref_s is None else ref_s),
-                hyper, settings, grid_val, diverged)
+  return Result(
+    m.name,
+    run,
+    Timing(runner.compile_s, select_s, run_s, n_runs, run_s if ref_s is None else ref_s),
+    hyper,
+    settings,
+    grid_val,
+    diverged,
+  )
 
 
-def run_benchmark(config: Config, methods: Sequence[str],
-                  progress: Optional[Callable[[str], None]] = None,
-                  corpus: Optional[Corpus] = None) -> dict:
+def run_benchmark(
+  config: Config,
+  methods: Sequence[str],
+  progress: Optional[Callable[[str], None]] = None,
+  corpus: Optional[Corpus] = None,
+) -> dict:
   """Every method, constant AdamW first (the time reference).
 
   Args:
@@ -181,9 +202,8 @@ def run_benchmark(config: Config, methods: Sequence[str],
       progress(name)
   c = prepared.corpus
   return dict(
-      corpus=dict(vocab=len(c.vocab), train=len(c.train), val=len(c.val), test=len(c.test)),
-      n_params=int(sum(np.prod(a.shape[1:]) for a in jax.tree.leaves(prepared.inputs.params))),
-      setup_s=setup_s,
-      methods=[summarize(r, results[0].timing, config) for r in results])
-
-
+    corpus=dict(vocab=len(c.vocab), train=len(c.train), val=len(c.val), test=len(c.test)),
+    n_params=int(sum(np.prod(a.shape[1:]) for a in jax.tree.leaves(prepared.inputs.params))),
+    setup_s=setup_s,
+    methods=[summarize(r, results[0].timing, config) for r in results],
+  )

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-
 LN2 = math.log(2.0)
 
 
@@ -73,6 +72,7 @@ def split_corpus(text: str, fractions: tuple = (0.8, 0.1, 0.1)) -> Corpus:
 def pydoc_text() -> str:
   """The ``pydoc_data.topics`` texts, joined in sorted topic order."""
   from pydoc_data import topics  # pylint: disable=g-import-not-at-top
+
   return "".join(topics.topics[k] for k in sorted(topics.topics))
 
 
@@ -121,5 +121,3 @@ def tiling_starts(n: int, context: int, max_windows: Optional[int] = None) -> np
   if max_windows is not None and len(starts) > max_windows:
     starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(int)]
   return starts
-
-

@@ -23,8 +23,7 @@ def warmup_cosine(config: Config, peak: Any = 1.0) -> optax.Schedule:
   ``peak`` times the unit-peak shape ``optax.warmup_cosine_decay_schedule(0.,
   1., warmup, steps, end_value=0.1)`` (so that ``peak`` may be traced).
   """
-  shape = optax.warmup_cosine_decay_schedule(
-      0.0, 1.0, config.warmup, config.steps, end_value=0.1)
+  shape = optax.warmup_cosine_decay_schedule(0.0, 1.0, config.warmup, config.steps, end_value=0.1)
   return lambda count: peak * shape(count)
 
 
@@ -89,8 +88,9 @@ class Method(NamedTuple):
 
   def build(self, config: Config, hyper: Any) -> optax.GradientTransformationExtraArgs:
     """The transformation at ``hyper`` (the grid's peak, or ``beta`` / ``kappa``)."""
-    return self.registry.make(self.inner, self.learning_rate(config, hyper),
-                              self.value(config, hyper))
+    return self.registry.make(
+      self.inner, self.learning_rate(config, hyper), self.value(config, hyper)
+    )
 
   def lr(self, state: Any, t: jax.Array, config: Config, hyper: Any) -> jax.Array:
     """The rate step ``t`` used, read after it (``nan`` if not exposed)."""
@@ -108,41 +108,79 @@ def _scaled_shape(state, t, config, hyper):
 def _group_rates(state, t, config, hyper):
   """The per-group rates, a vector."""
   del t, config, hyper
-  return jnp.stack([jnp.asarray(v, jnp.float32)
-                    for v in jax.tree.leaves(optax.tree.get(state, "hyperparams"))])
+  return jnp.stack(
+    [jnp.asarray(v, jnp.float32) for v in jax.tree.leaves(optax.tree.get(state, "hyperparams"))]
+  )
 
 
-METHODS = {m.name: m for m in (
+METHODS = {
+  m.name: m
+  for m in (
     Method("adamw", "AdamW constant", "plain", user_set=("learning_rate",)),
-    Method("cosine", "AdamW warm-up + cosine (peak tuned)", "plain",
-           learning_rate=warmup_cosine,
-           user_set=("peak grid", "warmup_steps", "decay_steps", "end_value"),
-           tune="grid", notes="peak picked by mean final validation loss"),
-    Method("prodigy", "Prodigy", "prodigy", learning_rate=_none,
-           notes="step = d * lr (lr = 1)"),
-    Method("dadapt", "D-Adapt AdamW", "dadapt_adamw", learning_rate=_none,
-           notes="step = d * lr (lr = 1)"),
-    Method("schedule_free", "Schedule-free AdamW", "schedule_free_adamw",
-           learning_rate=_none,
-           notes="defaults (lr 0.0025); evaluated at schedule_free_eval_params"),
-    Method("hd", "HD (AdamW)", "hd", value=_hyper, user_set=("learning_rate",),
-           tune="beta", notes="fixed beta from select_hyper_lr_step"),
-    Method("marthe", "MARTHE, paper (AdamW, kappa selected)", "marthe",
-           value=_hyper, user_set=("learning_rate",), tune="kappa",
-           notes="eq. 5, adaptive mu and beta; kappa from select_hyper_lr_step"),
-    Method("marthe_kf", "MARTHE knob-free (AdamW)", "knob_free",
-           user_set=("learning_rate",),
-           notes="package defaults; value = training loss for the safeguard"),
-    Method("marthe_kf_cosine", "MARTHE knob-free on warm-up + cosine",
-           "knob_free_schedule", value=lambda c, h: warmup_cosine(c),
-           read_lr=_scaled_shape,
-           user_set=("learning_rate", "warmup_steps", "decay_steps", "end_value"),
-           notes="the unit-peak shape; MARTHE adapts its scale from eta_0"),
-    Method("marthe_layers", "MARTHE knob-free, per-layer rates", "knob_free_multi",
-           inner=mo.per_group(optax.adamw, group_labels),
-           learning_rate=lambda c, h: {
-               "learning_rate": {g: c.learning_rate for g in groups(c)}},
-           read_lr=_group_rates, user_set=("learning_rate", "groups"),
-           notes="marthe_multi(per_group(adamw)): embeddings, each block, final norm"),
-)}
+    Method(
+      "cosine",
+      "AdamW warm-up + cosine (peak tuned)",
+      "plain",
+      learning_rate=warmup_cosine,
+      user_set=("peak grid", "warmup_steps", "decay_steps", "end_value"),
+      tune="grid",
+      notes="peak picked by mean final validation loss",
+    ),
+    Method("prodigy", "Prodigy", "prodigy", learning_rate=_none, notes="step = d * lr (lr = 1)"),
+    Method(
+      "dadapt", "D-Adapt AdamW", "dadapt_adamw", learning_rate=_none, notes="step = d * lr (lr = 1)"
+    ),
+    Method(
+      "schedule_free",
+      "Schedule-free AdamW",
+      "schedule_free_adamw",
+      learning_rate=_none,
+      notes="defaults (lr 0.0025); evaluated at schedule_free_eval_params",
+    ),
+    Method(
+      "hd",
+      "HD (AdamW)",
+      "hd",
+      value=_hyper,
+      user_set=("learning_rate",),
+      tune="beta",
+      notes="fixed beta from select_hyper_lr_step",
+    ),
+    Method(
+      "marthe",
+      "MARTHE, paper (AdamW, kappa selected)",
+      "marthe",
+      value=_hyper,
+      user_set=("learning_rate",),
+      tune="kappa",
+      notes="eq. 5, adaptive mu and beta; kappa from select_hyper_lr_step",
+    ),
+    Method(
+      "marthe_kf",
+      "MARTHE knob-free (AdamW)",
+      "knob_free",
+      user_set=("learning_rate",),
+      notes="package defaults; value = training loss for the safeguard",
+    ),
+    Method(
+      "marthe_kf_cosine",
+      "MARTHE knob-free on warm-up + cosine",
+      "knob_free_schedule",
+      value=lambda c, h: warmup_cosine(c),
+      read_lr=_scaled_shape,
+      user_set=("learning_rate", "warmup_steps", "decay_steps", "end_value"),
+      notes="the unit-peak shape; MARTHE adapts its scale from eta_0",
+    ),
+    Method(
+      "marthe_layers",
+      "MARTHE knob-free, per-layer rates",
+      "knob_free_multi",
+      inner=mo.per_group(optax.adamw, group_labels),
+      learning_rate=lambda c, h: {"learning_rate": {g: c.learning_rate for g in groups(c)}},
+      read_lr=_group_rates,
+      user_set=("learning_rate", "groups"),
+      notes="marthe_multi(per_group(adamw)): embeddings, each block, final norm",
+    ),
+  )
+}
 """The competitors, constant AdamW first (the time reference)."""

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import optax
 
 
-
 class Config(NamedTuple):
   """A model, its data and its training horizon (hashable: a static argument).
 
@@ -49,17 +48,40 @@ class Config(NamedTuple):
 
 
 PRESETS = {
-    # A smoke test of the whole pipeline (numbers meaningless).
-    "tiny": Config(layers=1, width=32, heads=2, context=16, batch=8,
-                   val_batch=8, steps=24, warmup=4, peaks=(1e-3, 1e-2),
-                   eval_every=8, curve_windows=16, select_steps=8, seeds=2),
-    # The whole benchmark in minutes on two CPU cores.
-    "fast": Config(),
-    # For an accelerator: 6 layers of width 256, context 256, 5000 steps.
-    "gpu": Config(layers=6, width=256, heads=8, context=256, dropout=0.1,
-                  batch=64, val_batch=64, steps=5000, warmup=250,
-                  peaks=(3e-4, 1e-3, 3e-3, 1e-2, 3e-2), eval_every=250,
-                  curve_windows=512, select_steps=1000),
+  # A smoke test of the whole pipeline (numbers meaningless).
+  "tiny": Config(
+    layers=1,
+    width=32,
+    heads=2,
+    context=16,
+    batch=8,
+    val_batch=8,
+    steps=24,
+    warmup=4,
+    peaks=(1e-3, 1e-2),
+    eval_every=8,
+    curve_windows=16,
+    select_steps=8,
+    seeds=2,
+  ),
+  # The whole benchmark in minutes on two CPU cores.
+  "fast": Config(),
+  # For an accelerator: 6 layers of width 256, context 256, 5000 steps.
+  "gpu": Config(
+    layers=6,
+    width=256,
+    heads=8,
+    context=256,
+    dropout=0.1,
+    batch=64,
+    val_batch=64,
+    steps=5000,
+    warmup=250,
+    peaks=(3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+    eval_every=250,
+    curve_windows=512,
+    select_steps=1000,
+  ),
 }
 
 
@@ -146,5 +168,3 @@ def loss(model: nnx.Module, x: jax.Array, y: jax.Array, *, train: bool = False) 
 def train_loss(model: nnx.Module, x: jax.Array, y: jax.Array) -> jax.Array:
   """:func:`loss` in training mode (dropout on): ``L_t``."""
   return loss(model, x, y, train=True)
-
-

@@ -71,30 +71,57 @@ def summarize(result: Result, reference: Timing, config: Config) -> dict:
   points = np.arange(len(r.trace.curve[0])) * config.eval_every
   elapsed = before + t.run_s / t.runs * points / config.steps
   return dict(
-      method=m.name, label=m.label, family=m.registry.family, notes=m.notes,
-      user_set=list(m.user_set), n_user_set=len(m.user_set), tune=m.tune,
-      hyper=result.hyper, settings=result.settings,
-      grid=dict(peaks=config.peaks, val_bits=bits(result.grid_val)) if result.grid_val is not None else None,
-      candidate_diverged=result.diverged,
-      val_bits=stat(bits(r.val_loss)), test_bits=stat(bits(r.test_loss)),
-      diverged=int(np.sum(~np.isfinite(r.val_loss) | (r.val_loss > r.trace.curve[:, 0]))),
-      counters={k: v for k, v in r.counters.items()},
-      seeds=int(len(r.val_loss)),
-      time=dict(**t._asdict(), total_s=t.total_s,
-                run_ratio=(t.run_s / t.runs) / t.reference_s,
-                total_ratio=t.total_s / (reference.compile_s + t.reference_s)),
-      curve=dict(step=points, seconds=elapsed, ref_run_s=t.reference_s,
-                 val_bits_mean=bits(r.trace.curve).mean(0)),
-      learning_rate=dict(
-          mean=np.nanmean(scalar_lr, 0) if has_lr else None,
-          groups=np.nanmean(lr, 0) if lr.ndim == 3 else None,
-          final_mean=float(np.nanmean(scalar_lr[:, -1])) if has_lr else None),
-      train_bits_mean=bits(r.trace.train_loss).mean(0),
+    method=m.name,
+    label=m.label,
+    family=m.registry.family,
+    notes=m.notes,
+    user_set=list(m.user_set),
+    n_user_set=len(m.user_set),
+    tune=m.tune,
+    hyper=result.hyper,
+    settings=result.settings,
+    grid=dict(peaks=config.peaks, val_bits=bits(result.grid_val))
+    if result.grid_val is not None
+    else None,
+    candidate_diverged=result.diverged,
+    val_bits=stat(bits(r.val_loss)),
+    test_bits=stat(bits(r.test_loss)),
+    diverged=int(np.sum(~np.isfinite(r.val_loss) | (r.val_loss > r.trace.curve[:, 0]))),
+    counters={k: v for k, v in r.counters.items()},
+    seeds=int(len(r.val_loss)),
+    time=dict(
+      **t._asdict(),
+      total_s=t.total_s,
+      run_ratio=(t.run_s / t.runs) / t.reference_s,
+      total_ratio=t.total_s / (reference.compile_s + t.reference_s),
+    ),
+    curve=dict(
+      step=points,
+      seconds=elapsed,
+      ref_run_s=t.reference_s,
+      val_bits_mean=bits(r.trace.curve).mean(0),
+    ),
+    learning_rate=dict(
+      mean=np.nanmean(scalar_lr, 0) if has_lr else None,
+      groups=np.nanmean(lr, 0) if lr.ndim == 3 else None,
+      final_mean=float(np.nanmean(scalar_lr[:, -1])) if has_lr else None,
+    ),
+    train_bits_mean=bits(r.trace.train_loss).mean(0),
   )
 
 
-TABLE_HEADER = ("method", "val bits/char", "test bits/char", "# set", "# runs",
-                "chosen", "time x AdamW", "run x AdamW", "diverged", "final lr")
+TABLE_HEADER = (
+  "method",
+  "val bits/char",
+  "test bits/char",
+  "# set",
+  "# runs",
+  "chosen",
+  "time x AdamW",
+  "run x AdamW",
+  "diverged",
+  "final lr",
+)
 
 
 def _chosen(s: dict) -> str:
@@ -110,12 +137,20 @@ def table_rows(methods: Sequence[dict]) -> list[list[str]]:
   rows = []
   for s in methods:
     final = s["learning_rate"]["final_mean"]
-    rows.append([
-        s["label"], report.mean_std(s["val_bits"]["per_seed"], 1.0, 3),
-        report.mean_std(s["test_bits"]["per_seed"], 1.0, 3), str(s["n_user_set"]),
-        str(s["settings"]), _chosen(s), f"{s['time']['total_ratio']:.2f}",
-        f"{s['time']['run_ratio']:.2f}", f"{s['diverged']}/{s['seeds']}",
-        "-" if final is None or not math.isfinite(final) else f"{final:.2e}"])
+    rows.append(
+      [
+        s["label"],
+        report.mean_std(s["val_bits"]["per_seed"], 1.0, 3),
+        report.mean_std(s["test_bits"]["per_seed"], 1.0, 3),
+        str(s["n_user_set"]),
+        str(s["settings"]),
+        _chosen(s),
+        f"{s['time']['total_ratio']:.2f}",
+        f"{s['time']['run_ratio']:.2f}",
+        f"{s['diverged']}/{s['seeds']}",
+        "-" if final is None or not math.isfinite(final) else f"{final:.2e}",
+      ]
+    )
   return rows
 
 
@@ -156,10 +191,18 @@ def plot(out: dict, path: str, lr_path: str) -> None:
       for g in np.asarray(lr["groups"], np.float64).T:
         ax.plot(g, ":", color=cmap(i % 10), lw=0.8)
     if lr["mean"] is not None:
-      ax.plot(np.asarray(lr["mean"], np.float64), color=cmap(i % 10), label=s["label"],
-              ls="--" if s["family"] == "lr-free" else "-")
-  ax.set(xlabel="step", ylabel="learning rate / effective step (mean over seeds)",
-         yscale="log", ylim=(1e-5, 1.0))  # rates above 1 have diverged
+      ax.plot(
+        np.asarray(lr["mean"], np.float64),
+        color=cmap(i % 10),
+        label=s["label"],
+        ls="--" if s["family"] == "lr-free" else "-",
+      )
+  ax.set(
+    xlabel="step",
+    ylabel="learning rate / effective step (mean over seeds)",
+    yscale="log",
+    ylim=(1e-5, 1.0),
+  )  # rates above 1 have diverged
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=7)
   fig.tight_layout()

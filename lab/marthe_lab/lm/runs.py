@@ -39,10 +39,19 @@ class Data(NamedTuple):
   @classmethod
   def from_corpus(cls, corpus: Corpus, config: Config) -> "Data":
     c = config.context
-    return cls(*map(jnp.asarray, (
-        corpus.train, corpus.val, corpus.test,
-        tiling_starts(len(corpus.val), c, config.curve_windows),
-        tiling_starts(len(corpus.val), c), tiling_starts(len(corpus.test), c))))
+    return cls(
+      *map(
+        jnp.asarray,
+        (
+          corpus.train,
+          corpus.val,
+          corpus.test,
+          tiling_starts(len(corpus.val), c, config.curve_windows),
+          tiling_starts(len(corpus.val), c),
+          tiling_starts(len(corpus.test), c),
+        ),
+      )
+    )
 
 
 class Inputs(NamedTuple):
@@ -70,17 +79,26 @@ def seed_inputs(seed: jax.Array, vocab_size: int, data: Data, config: Config) ->
   return Inputs(nnx.as_pure(params), nnx.as_pure(rest), starts, vstarts)
 
 
-def block_loss(gdef: Any, params: Any, rest: Any, block: jax.Array, starts: jax.Array,
-               context: int, chunk: int = 256) -> jax.Array:
+def block_loss(
+  gdef: Any,
+  params: Any,
+  rest: Any,
+  block: jax.Array,
+  starts: jax.Array,
+  context: int,
+  chunk: int = 256,
+) -> jax.Array:
   """Mean cross-entropy (nats) of the model over the windows ``starts`` of ``block``."""
   model = nnx.merge(gdef, params, rest, copy=True)
   pad = -len(starts) % chunk
   s = jnp.concatenate([starts, jnp.full(pad, starts[0])]).reshape(-1, chunk)
   weight = jnp.concatenate([jnp.ones(len(starts)), jnp.zeros(pad)]).reshape(-1, chunk)
+
   def one(_, sw):
     x, y = windows(block, sw[0], context)
     ce = optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean(-1)
     return None, jnp.sum(ce * sw[1])
+
   return jnp.sum(jax.lax.scan(one, None, (s, weight))[1]) / len(starts)
 
 
@@ -94,16 +112,16 @@ class Trace(NamedTuple):
 
 
 def train(
-    gdef: Any,
-    tx: optax.GradientTransformationExtraArgs,
-    data: Data,
-    config: Config,
-    inputs: Inputs,
-    *,
-    needs: Sequence[str] = (),
-    read_lr: Callable[[Any, jax.Array], jax.Array] = lambda s, t: jnp.nan,
-    eval_params: Optional[Callable[[Any, Any], Any]] = None,
-    steps: Optional[int] = None,
+  gdef: Any,
+  tx: optax.GradientTransformationExtraArgs,
+  data: Data,
+  config: Config,
+  inputs: Inputs,
+  *,
+  needs: Sequence[str] = (),
+  read_lr: Callable[[Any, jax.Array], jax.Array] = lambda s, t: jnp.nan,
+  eval_params: Optional[Callable[[Any, Any], Any]] = None,
+  steps: Optional[int] = None,
 ) -> tuple[Any, Any, Trace]:
   """``steps`` (default ``config.steps``) steps of ``tx`` from one seed's inputs.
 
@@ -152,15 +170,18 @@ def train(
   def objective(params, rest, val_batch):
     return loss(nnx.merge(gdef, params, rest, copy=True), *val_batch)
 
-  step = loop.make_step(tx, loss_and_rest, needs, objective=objective,
-                        stateful=True)
+  step = loop.make_step(tx, loss_and_rest, needs, objective=objective, stateful=True)
 
   def run(params, opt_state, rest, xs):
     return loop.scan(
-        step, params, opt_state, xs, model_state=rest,
-        batches=lambda x: (windows(data.train, x[1], ctx),
-                           windows(data.val, x[2], ctx)),
-        record=lambda x, p, s, out: (read_lr(s, x[0]), out.value, out.objective))
+      step,
+      params,
+      opt_state,
+      xs,
+      model_state=rest,
+      batches=lambda x: (windows(data.train, x[1], ctx), windows(data.val, x[2], ctx)),
+      record=lambda x, p, s, out: (read_lr(s, x[0]), out.value, out.objective),
+    )
 
   def curve_point(params, rest, opt_state):
     return block_loss(gdef, evaluate(params, opt_state), rest, data.val, data.curve_starts, ctx)
@@ -168,13 +189,16 @@ def train(
   xs = (jnp.arange(steps), inputs.starts[:steps], inputs.val_starts[:steps])
   params, opt_state = inputs.params, tx.init(inputs.params)
   if steps == config.steps and steps % every == 0:
+
     def chunk(carry, xs):
       r = run(*carry, xs)
       carry = (r.params, r.opt_state, r.model_state)
       return carry, (r.records, curve_point(r.params, r.model_state, r.opt_state))
+
     fold = lambda a: a.reshape((steps // every, every) + a.shape[1:])
     (params, opt_state, _), (outs, curve) = jax.lax.scan(
-        chunk, (params, opt_state, inputs.rest), jax.tree.map(fold, xs))
+      chunk, (params, opt_state, inputs.rest), jax.tree.map(fold, xs)
+    )
     outs = jax.tree.map(lambda a: a.reshape((steps,) + a.shape[2:]), outs)
     first = block_loss(gdef, inputs.params, inputs.rest, data.val, data.curve_starts, ctx)
     curve = jnp.concatenate([first[None], curve])

@@ -65,15 +65,42 @@ The package, by concern:
 
 # pylint: disable=g-importing-member
 from marthe_lab.lr_free.methods import (
-    ADAM_LEARNING_RATE, BEST_CONSTANT_GRID, METHODS, Method, cosine_schedule,
-    get_method, sgdr_periods, sgdr_schedule)
+  ADAM_LEARNING_RATE,
+  BEST_CONSTANT_GRID,
+  METHODS,
+  Method,
+  cosine_schedule,
+  get_method,
+  sgdr_periods,
+  sgdr_schedule,
+)
 from marthe_lab.lr_free.results import (
-    TABLE_HEADER, MethodResult, Timing, plot_accuracy_vs_time, plot_schedules,
-    summarize, table_rows)
-from marthe_lab.lr_free.runner import (
-    Runner, run_benchmark, run_method, task_methods)
+  TABLE_HEADER,
+  MethodResult,
+  Timing,
+  plot_accuracy_vs_time,
+  plot_schedules,
+  summarize,
+  table_rows,
+)
+from marthe_lab.lr_free.runner import Runner, run_benchmark, run_method, task_methods
 from marthe_lab.lr_free.runs import Run, candidates, fit, run_rows, train
 from marthe_lab.lr_free.tasks import (
-    CNN_CHANNELS, CNN_KERNEL, CNN_STRIDE, TASKS, Arrays, Prepared, RunInputs,
-    Task, TrainConfig, cnn1d_apply, conv1d_same, get_model, init_cnn1d,
-    make_inputs, n_params, prepare, seed_inputs)
+  CNN_CHANNELS,
+  CNN_KERNEL,
+  CNN_STRIDE,
+  TASKS,
+  Arrays,
+  Prepared,
+  RunInputs,
+  Task,
+  TrainConfig,
+  cnn1d_apply,
+  conv1d_same,
+  get_model,
+  init_cnn1d,
+  make_inputs,
+  n_params,
+  prepare,
+  seed_inputs,
+)

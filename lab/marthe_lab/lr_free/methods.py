@@ -47,11 +47,12 @@ def sgdr_periods(steps: int, cycles: int = 3, mult: int = 2) -> list[int]:
 def sgdr_schedule(config: TrainConfig) -> optax.Schedule:
   """``optax.sgdr_schedule``: cosine cycles from ``eta_0`` with warm restarts."""
   lr = config.learning_rate
-  return optax.sgdr_schedule([
-      dict(init_value=lr, peak_value=lr, warmup_steps=0, decay_steps=d,
-           end_value=0.0)
+  return optax.sgdr_schedule(
+    [
+      dict(init_value=lr, peak_value=lr, warmup_steps=0, decay_steps=d, end_value=0.0)
       for d in sgdr_periods(config.steps)
-  ])
+    ]
+  )
 
 
 def _eta0(config: TrainConfig, hyper: Any) -> float:
@@ -124,18 +125,19 @@ class Method(NamedTuple):
     """What the update receives besides the gradient (the registry's)."""
     return self.registry.needs
 
-  def build(self, config: TrainConfig, hyper: Any,
-            n_train: int) -> optax.GradientTransformationExtraArgs:
+  def build(
+    self, config: TrainConfig, hyper: Any, n_train: int
+  ) -> optax.GradientTransformationExtraArgs:
     """The transformation at ``hyper`` for ``n_train`` training examples."""
     return self.registry.make(
-        methods_lib.get_inner(self.inner), self.learning_rate(config, hyper),
-        self.value(config, hyper, n_train))
+      methods_lib.get_inner(self.inner),
+      self.learning_rate(config, hyper),
+      self.value(config, hyper, n_train),
+    )
 
-  def read_lr(self, state: Any, t: jax.Array, config: TrainConfig,
-              hyper: Any) -> jax.Array:
+  def read_lr(self, state: Any, t: jax.Array, config: TrainConfig, hyper: Any) -> jax.Array:
     """The learning rate (or effective step) of step ``t``, read after it."""
-    return self.registry.learning_rate(state, t,
-                                       self.learning_rate(config, hyper))
+    return self.registry.learning_rate(state, t, self.learning_rate(config, hyper))
 
   def evaluation_params(self, state: Any, params: Any) -> Any:
     """The params at which the method is evaluated (schedule-free: its average)."""
@@ -150,8 +152,7 @@ def _plateau_size(config: TrainConfig, hyper: Any, n_train: int) -> int:
 
 # Constant SGD "in hindsight": half-decades from 1e-3 to 10, wide enough that
 # the largest rates diverge on every task.
-BEST_CONSTANT_GRID = tuple(
-    float(f"{v:.3g}") for v in 10.0 ** np.arange(-3.0, 1.01, 0.5))
+BEST_CONSTANT_GRID = tuple(float(f"{v:.3g}") for v in 10.0 ** np.arange(-3.0, 1.01, 0.5))
 
 # The Adam inner of the CNN rows: Optax's usual 1e-3 (eps_root = 0, the
 # default).
@@ -160,67 +161,154 @@ _adam_lr = lambda c, h: ADAM_LEARNING_RATE
 
 
 METHODS = {
-    m.name: m
-    for m in (
-        Method("sgd", "SGD constant", "schedule", "plain", ("learning_rate",)),
-        Method("cosine", "SGD cosine", "schedule", "plain",
-               ("learning_rate", "decay_steps"),
-               learning_rate=lambda c, h: cosine_schedule(c)),
-        Method("sgdr", "SGD SGDR", "schedule", "plain",
-               ("learning_rate", "T0", "T_mult"),
-               learning_rate=lambda c, h: sgdr_schedule(c),
-               notes="3 cycles T0, 2T0, 4T0 covering T"),
-        Method("sgd_best", "SGD best constant (hindsight)", "schedule",
-               "plain", ("learning_rate grid",),
-               learning_rate=lambda c, h: h, selects="lr",
-               grid=BEST_CONSTANT_GRID,
-               notes="every rate of the grid trained; best mean validation "
-               "accuracy reported"),
-        Method("hd", "HD", "hypergradient", "hd", ("learning_rate",),
-               selects="beta", notes="fixed beta from select_hyper_lr_step"),
-        Method("rtho", "RTHO", "hypergradient", "rtho", ("learning_rate",),
-               selects="beta", notes="fixed beta from select_hyper_lr_step"),
-        Method("marthe", "MARTHE", "hypergradient", "marthe",
-               ("learning_rate",), selects="kappa",
-               notes="adaptive mu and beta, kappa selected"),
-        Method("marthe_kf", "MARTHE knob-free (SGD)", "hypergradient",
-               "knob_free", ("learning_rate",),
-               notes="package defaults; value = training loss"),
-        Method("marthe_kf_first_order", "MARTHE knob-free first-order (SGD)",
-               "hypergradient", "knob_free_first_order", ("learning_rate",),
-               notes="first_order=True: no Hessian-vector product, no "
-               "value_fn"),
-        Method("marthe_kf_full", "MARTHE knob-free full (SGD)",
-               "hypergradient", "knob_free_full", ("learning_rate",),
-               notes="first_order=False: the tangent's Hessian-vector "
-               "product"),
-        Method("adam", "Adam constant 1e-3", "schedule", "plain",
-               ("learning_rate",), inner="adam", learning_rate=_adam_lr,
-               tasks=("mnist1d-cnn",),
-               notes="reference of the knob-free Adam row"),
-        Method("marthe_kf_adam", "MARTHE knob-free (Adam)", "hypergradient",
-               "knob_free", ("learning_rate",), inner="adam",
-               learning_rate=_adam_lr, tasks=("mnist1d-cnn",),
-               notes="eta_0 = 1e-3, Optax's default eps_root = 0"),
-        Method("prodigy", "Prodigy", "lr-free", "prodigy",
-               notes="Adam-type; step = d * lr (lr = 1)"),
-        Method("dadapt", "D-Adapt AdamW", "lr-free", "dadapt_adamw",
-               notes="Adam-type; step = d * lr (lr = 1)"),
-        Method("dog", "DoG", "lr-free", "dog", notes="no iterate averaging"),
-        Method("mechanic", "Mechanic(SGD)", "lr-free", "mechanic",
-               ("base_learning_rate",), learning_rate=lambda c, h: 1.0,
-               notes="base SGD lr 1.0 as its docs advise; step = sum(s)"),
-        Method("schedule_free", "Schedule-free SGD", "lr-free",
-               "schedule_free_sgd", ("learning_rate",),
-               notes="lr = eta_0; evaluated at schedule_free_eval_params"),
-        Method("schedule_free_default", "Schedule-free SGD (lr=1 default)",
-               "lr-free", "schedule_free_sgd",
-               learning_rate=lambda c, h: None,
-               notes="all defaults; evaluated at schedule_free_eval_params"),
-        Method("plateau", "SGD + reduce_on_plateau", "lr-free", "plateau",
-               ("learning_rate", "accumulation_size"), value=_plateau_size,
-               notes="fed the validation minibatch loss, averaged per epoch"),
-    )
+  m.name: m
+  for m in (
+    Method("sgd", "SGD constant", "schedule", "plain", ("learning_rate",)),
+    Method(
+      "cosine",
+      "SGD cosine",
+      "schedule",
+      "plain",
+      ("learning_rate", "decay_steps"),
+      learning_rate=lambda c, h: cosine_schedule(c),
+    ),
+    Method(
+      "sgdr",
+      "SGD SGDR",
+      "schedule",
+      "plain",
+      ("learning_rate", "T0", "T_mult"),
+      learning_rate=lambda c, h: sgdr_schedule(c),
+      notes="3 cycles T0, 2T0, 4T0 covering T",
+    ),
+    Method(
+      "sgd_best",
+      "SGD best constant (hindsight)",
+      "schedule",
+      "plain",
+      ("learning_rate grid",),
+      learning_rate=lambda c, h: h,
+      selects="lr",
+      grid=BEST_CONSTANT_GRID,
+      notes="every rate of the grid trained; best mean validation accuracy reported",
+    ),
+    Method(
+      "hd",
+      "HD",
+      "hypergradient",
+      "hd",
+      ("learning_rate",),
+      selects="beta",
+      notes="fixed beta from select_hyper_lr_step",
+    ),
+    Method(
+      "rtho",
+      "RTHO",
+      "hypergradient",
+      "rtho",
+      ("learning_rate",),
+      selects="beta",
+      notes="fixed beta from select_hyper_lr_step",
+    ),
+    Method(
+      "marthe",
+      "MARTHE",
+      "hypergradient",
+      "marthe",
+      ("learning_rate",),
+      selects="kappa",
+      notes="adaptive mu and beta, kappa selected",
+    ),
+    Method(
+      "marthe_kf",
+      "MARTHE knob-free (SGD)",
+      "hypergradient",
+      "knob_free",
+      ("learning_rate",),
+      notes="package defaults; value = training loss",
+    ),
+    Method(
+      "marthe_kf_first_order",
+      "MARTHE knob-free first-order (SGD)",
+      "hypergradient",
+      "knob_free_first_order",
+      ("learning_rate",),
+      notes="first_order=True: no Hessian-vector product, no value_fn",
+    ),
+    Method(
+      "marthe_kf_full",
+      "MARTHE knob-free full (SGD)",
+      "hypergradient",
+      "knob_free_full",
+      ("learning_rate",),
+      notes="first_order=False: the tangent's Hessian-vector product",
+    ),
+    Method(
+      "adam",
+      "Adam constant 1e-3",
+      "schedule",
+      "plain",
+      ("learning_rate",),
+      inner="adam",
+      learning_rate=_adam_lr,
+      tasks=("mnist1d-cnn",),
+      notes="reference of the knob-free Adam row",
+    ),
+    Method(
+      "marthe_kf_adam",
+      "MARTHE knob-free (Adam)",
+      "hypergradient",
+      "knob_free",
+      ("learning_rate",),
+      inner="adam",
+      learning_rate=_adam_lr,
+      tasks=("mnist1d-cnn",),
+      notes="eta_0 = 1e-3, Optax's default eps_root = 0",
+    ),
+    Method("prodigy", "Prodigy", "lr-free", "prodigy", notes="Adam-type; step = d * lr (lr = 1)"),
+    Method(
+      "dadapt",
+      "D-Adapt AdamW",
+      "lr-free",
+      "dadapt_adamw",
+      notes="Adam-type; step = d * lr (lr = 1)",
+    ),
+    Method("dog", "DoG", "lr-free", "dog", notes="no iterate averaging"),
+    Method(
+      "mechanic",
+      "Mechanic(SGD)",
+      "lr-free",
+      "mechanic",
+      ("base_learning_rate",),
+      learning_rate=lambda c, h: 1.0,
+      notes="base SGD lr 1.0 as its docs advise; step = sum(s)",
+    ),
+    Method(
+      "schedule_free",
+      "Schedule-free SGD",
+      "lr-free",
+      "schedule_free_sgd",
+      ("learning_rate",),
+      notes="lr = eta_0; evaluated at schedule_free_eval_params",
+    ),
+    Method(
+      "schedule_free_default",
+      "Schedule-free SGD (lr=1 default)",
+      "lr-free",
+      "schedule_free_sgd",
+      learning_rate=lambda c, h: None,
+      notes="all defaults; evaluated at schedule_free_eval_params",
+    ),
+    Method(
+      "plateau",
+      "SGD + reduce_on_plateau",
+      "lr-free",
+      "plateau",
+      ("learning_rate", "accumulation_size"),
+      value=_plateau_size,
+      notes="fed the validation minibatch loss, averaged per epoch",
+    ),
+  )
 }
 """The benchmark's competitors, by name (each an entry of the registry)."""
 

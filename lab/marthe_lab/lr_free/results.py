@@ -71,7 +71,6 @@ class MethodResult(NamedTuple):
   candidate_val_accuracy: Optional[np.ndarray] = None
 
 
-
 def summarize(result: MethodResult, sgd: Timing) -> dict:
   """JSON-ready summary of one method, times as ratios to constant SGD.
 
@@ -85,44 +84,49 @@ def summarize(result: MethodResult, sgd: Timing) -> dict:
   m, r, t = get_method(result.method), result.run, result.timing
   lr = r.learning_rate
   has_lr = bool(np.isfinite(lr).any())
-  stat = lambda a: dict(mean=float(np.mean(a)), std=float(np.std(a)),
-                        per_seed=np.asarray(a, np.float64))
+  stat = lambda a: dict(
+    mean=float(np.mean(a)), std=float(np.std(a)), per_seed=np.asarray(a, np.float64)
+  )
   return dict(
-      method=m.name,
-      label=m.label,
-      family=m.family,
-      notes=m.notes,
-      user_set=list(m.user_set),
-      n_user_set=len(m.user_set),
-      selects=m.selects,
-      selected=result.selected,
-      candidates=result.grid,
-      candidate_diverged=result.candidate_diverged,
-      candidate_val_accuracy=result.candidate_val_accuracy,
-      val_accuracy=stat(r.val_accuracy),
-      test_accuracy=stat(r.test_accuracy),
-      val_loss=stat(r.val_loss),
-      test_loss=stat(r.test_loss),
-      diverged=int(np.sum(r.diverged)),
-      seeds=int(len(r.val_accuracy)),
-      safeguard_count=_counts(r.safeguard_count),
-      nonfinite_count=_counts(r.nonfinite_count),
-      repaired_count=_counts(r.repaired_count),
-      time=dict(
-          compile_s=t.compile_s, run_s=t.run_s, select_s=t.select_s,
-          total_s=t.total_s, runs_per_seed=t.runs_per_seed,
-          reference_s=t.reference_s, run_samples=list(t.run_samples),
-          run_ratio=(t.run_s / t.runs_per_seed) / t.reference_s,
-          total_ratio=t.total_s / (sgd.compile_s + t.reference_s),
-      ),
-      learning_rate=dict(
-          exposed=has_lr,
-          mean=np.nanmean(lr, axis=0) if has_lr else None,
-          seed0=lr[0] if has_lr else None,
-          final_mean=float(np.nanmean(lr[:, -1])) if has_lr else None,
-          max_mean=float(np.nanmean(np.nanmax(lr, axis=1))) if has_lr else None,
-      ),
-      train_loss_mean=np.mean(r.train_loss, axis=0),
+    method=m.name,
+    label=m.label,
+    family=m.family,
+    notes=m.notes,
+    user_set=list(m.user_set),
+    n_user_set=len(m.user_set),
+    selects=m.selects,
+    selected=result.selected,
+    candidates=result.grid,
+    candidate_diverged=result.candidate_diverged,
+    candidate_val_accuracy=result.candidate_val_accuracy,
+    val_accuracy=stat(r.val_accuracy),
+    test_accuracy=stat(r.test_accuracy),
+    val_loss=stat(r.val_loss),
+    test_loss=stat(r.test_loss),
+    diverged=int(np.sum(r.diverged)),
+    seeds=int(len(r.val_accuracy)),
+    safeguard_count=_counts(r.safeguard_count),
+    nonfinite_count=_counts(r.nonfinite_count),
+    repaired_count=_counts(r.repaired_count),
+    time=dict(
+      compile_s=t.compile_s,
+      run_s=t.run_s,
+      select_s=t.select_s,
+      total_s=t.total_s,
+      runs_per_seed=t.runs_per_seed,
+      reference_s=t.reference_s,
+      run_samples=list(t.run_samples),
+      run_ratio=(t.run_s / t.runs_per_seed) / t.reference_s,
+      total_ratio=t.total_s / (sgd.compile_s + t.reference_s),
+    ),
+    learning_rate=dict(
+      exposed=has_lr,
+      mean=np.nanmean(lr, axis=0) if has_lr else None,
+      seed0=lr[0] if has_lr else None,
+      final_mean=float(np.nanmean(lr[:, -1])) if has_lr else None,
+      max_mean=float(np.nanmean(np.nanmax(lr, axis=1))) if has_lr else None,
+    ),
+    train_loss_mean=np.mean(r.train_loss, axis=0),
   )
 
 
@@ -135,8 +139,17 @@ def _counts(values: np.ndarray) -> Optional[list]:
 
 
 TABLE_HEADER = (
-    "task", "method", "val acc %", "test acc %", "# set", "selected",
-    "time x SGD", "run x SGD", "diverged", "safeguards", "final lr",
+  "task",
+  "method",
+  "val acc %",
+  "test acc %",
+  "# set",
+  "selected",
+  "time x SGD",
+  "run x SGD",
+  "diverged",
+  "safeguards",
+  "final lr",
 )
 
 
@@ -155,17 +168,21 @@ def table_rows(tasks: dict) -> list[list[str]]:
   for task_name, task in tasks.items():
     for s in task["methods"]:
       final = s["learning_rate"]["final_mean"]
-      rows.append([
-          task_name, s["label"],
+      rows.append(
+        [
+          task_name,
+          s["label"],
           report.mean_std(s["val_accuracy"]["per_seed"]),
           report.mean_std(s["test_accuracy"]["per_seed"]),
-          str(s["n_user_set"]), _selected_text(s),
-          f"{s['time']['total_ratio']:.2f}", f"{s['time']['run_ratio']:.2f}",
+          str(s["n_user_set"]),
+          _selected_text(s),
+          f"{s['time']['total_ratio']:.2f}",
+          f"{s['time']['run_ratio']:.2f}",
           f"{s['diverged']}/{s['seeds']}",
-          "-" if s["safeguard_count"] is None else str(
-              sum(s["safeguard_count"])),
+          "-" if s["safeguard_count"] is None else str(sum(s["safeguard_count"])),
           "-" if final is None or not math.isfinite(final) else f"{final:.2e}",
-      ])
+        ]
+      )
   return rows
 
 
@@ -183,16 +200,22 @@ def plot_accuracy_vs_time(tasks: dict, path: str) -> None:
   from matplotlib import ticker as mticker  # pylint: disable=g-import-not-at-top
 
   names = list(tasks)
-  fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.4),
-                           squeeze=False)
+  fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.4), squeeze=False)
   cmap = plt.get_cmap("tab20")
   for ax, name in zip(axes[0], names):
     for i, s in enumerate(tasks[name]["methods"]):
       acc = 100 * np.asarray(s["test_accuracy"]["per_seed"])
       ax.errorbar(
-          s["time"]["total_ratio"], acc.mean(), yerr=acc.std(),
-          marker=_MARKERS[s["family"]], color=cmap(i % 20), ms=7, capsize=3,
-          ls="none", label=s["label"])
+        s["time"]["total_ratio"],
+        acc.mean(),
+        yerr=acc.std(),
+        marker=_MARKERS[s["family"]],
+        color=cmap(i % 20),
+        ms=7,
+        capsize=3,
+        ls="none",
+        label=s["label"],
+      )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(mticker.FormatStrFormatter("%g"))
@@ -213,8 +236,7 @@ def plot_schedules(tasks: dict, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   names = list(tasks)
-  fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0),
-                           squeeze=False)
+  fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), squeeze=False)
   cmap = plt.get_cmap("tab20")
   for ax, name in zip(axes[0], names):
     for i, s in enumerate(tasks[name]["methods"]):
@@ -222,8 +244,13 @@ def plot_schedules(tasks: dict, path: str) -> None:
       if lr is None:
         continue
       lr = np.asarray(lr, np.float64)
-      ax.plot(np.where(lr > 0, lr, np.nan), color=cmap(i % 20), lw=1.2,
-              ls="--" if s["family"] == "lr-free" else "-", label=s["label"])
+      ax.plot(
+        np.where(lr > 0, lr, np.nan),
+        color=cmap(i % 20),
+        lw=1.2,
+        ls="--" if s["family"] == "lr-free" else "-",
+        label=s["label"],
+      )
     ax.set_yscale("log")
     ax.set_ylim(bottom=1e-4)  # the cosine and SGDR tails go on to 0
     ax.set_xlabel("step")

@@ -18,10 +18,8 @@ from marthe_optax import selection
 from marthe_lab import choose
 from marthe_lab.lr_free.results import MethodResult, Timing, summarize
 from marthe_lab.lr_free.methods import METHODS, Method, get_method
-from marthe_lab.lr_free.runs import (
-    Run, candidates, run_rows)
-from marthe_lab.lr_free.tasks import (
-    TASKS, Prepared, TrainConfig, n_params, prepare)
+from marthe_lab.lr_free.runs import Run, candidates, run_rows
+from marthe_lab.lr_free.tasks import TASKS, Prepared, TrainConfig, n_params, prepare
 
 
 def _chunks(tree: Any, chunk: Optional[int]) -> tuple[list, int]:
@@ -72,8 +70,13 @@ class Runner:
     compile_s: seconds spent compiling.
   """
 
-  def __init__(self, method: "str | Method", prepared: Prepared,
-               config: TrainConfig, chunk: Optional[int] = None):
+  def __init__(
+    self,
+    method: "str | Method",
+    prepared: Prepared,
+    config: TrainConfig,
+    chunk: Optional[int] = None,
+  ):
     """Compiles ``method`` for ``prepared`` (``chunk`` rows per call)."""
     self.spec = get_method(method)
     self.method = self.spec.name
@@ -85,12 +88,16 @@ class Runner:
       self.grid = candidates() if self.spec.selects else np.zeros(1)
     self.parts, _ = _chunks(prepared.inputs, chunk)
     size = len(self.parts[0].batches)
-    self.hypers = [jax.device_put(np.full(size, v, np.float32))
-                   for v in self.grid]
+    self.hypers = [jax.device_put(np.full(size, v, np.float32)) for v in self.grid]
     t0 = time.perf_counter()
     self.compiled = run_rows.lower(
-        self.arrays, self.parts[0], self.hypers[0], method=method,
-        model=prepared.task.model, config=config).compile()
+      self.arrays,
+      self.parts[0],
+      self.hypers[0],
+      method=method,
+      model=prepared.task.model,
+      config=config,
+    ).compile()
     self.task = prepared.task.name
     self.compile_s = time.perf_counter() - t0
 
@@ -100,8 +107,7 @@ class Runner:
     "candidate" for plain methods."""
     runs = []
     for hyper in self.hypers:
-      runs.append(_execute(self.compiled, self.arrays, self.parts, hyper,
-                           self.n_seeds))
+      runs.append(_execute(self.compiled, self.arrays, self.parts, hyper, self.n_seeds))
       if self.spec.grid is not None:
         continue
       if not self.spec.selects:
@@ -120,10 +126,10 @@ class Runner:
 
 
 def run_method(
-    runner: Runner,
-    reference: Optional[Runner] = None,
-    repeats: int = 1,
-    min_timing_s: float = 0.0,
+  runner: Runner,
+  reference: Optional[Runner] = None,
+  repeats: int = 1,
+  min_timing_s: float = 0.0,
 ) -> MethodResult:
   """Executes a compiled method (timed), then reads each seed's selection.
 
@@ -142,8 +148,7 @@ def run_method(
     A :class:`MethodResult`.
   """
   samples, ref_samples = [], []
-  while len(samples) < max(1, repeats) and (
-      not samples or sum(samples) < min_timing_s):
+  while len(samples) < max(1, repeats) and (not samples or sum(samples) < min_timing_s):
     if reference is not None:
       ref_samples.append(reference.timed()[1])
     run, seconds = runner.timed()
@@ -169,25 +174,22 @@ def run_method(
       chosen, i = choose.select_from_curves(run.train_loss[:, s], grid[:tried])
       picks.append(i)
       selected.append(np.nan if chosen is None else chosen.value)
-      verdict = (np.ones(tried, bool) if chosen is None
-                 else np.asarray(chosen.diverged))
+      verdict = np.ones(tried, bool) if chosen is None else np.asarray(chosen.diverged)
       # Candidates below the first survivor of every seed were not needed.
-      diverged.append(np.concatenate([verdict, np.zeros(len(grid) - tried,
-                                                        bool)]))
+      diverged.append(np.concatenate([verdict, np.zeros(len(grid) - tried, bool)]))
     run = jax.tree.map(lambda a: a[np.asarray(picks), np.arange(n_seeds)], run)
     selected, diverged = np.asarray(selected), np.stack(diverged)
     select_s = time.perf_counter() - t0
   else:
     run = jax.tree.map(lambda a: a[0], run)
   return MethodResult(
-      method=runner.method,
-      run=run,
-      timing=Timing(runner.compile_s, run_s, select_s, tried, ref_s,
-                    tuple(samples)),
-      selected=selected,
-      candidate_diverged=diverged,
-      grid=grid if m.selects else None,
-      candidate_val_accuracy=candidate_val,
+    method=runner.method,
+    run=run,
+    timing=Timing(runner.compile_s, run_s, select_s, tried, ref_s, tuple(samples)),
+    selected=selected,
+    candidate_diverged=diverged,
+    grid=grid if m.selects else None,
+    candidate_val_accuracy=candidate_val,
   )
 
 
@@ -202,20 +204,19 @@ def task_methods(task: str, methods: Sequence[str]) -> list[str]:
     ['sgd', 'marthe_kf_adam']
   """
   return ["sgd"] + [
-      m for m in methods
-      if m != "sgd" and (METHODS[m].tasks is None or task in METHODS[m].tasks)
+    m for m in methods if m != "sgd" and (METHODS[m].tasks is None or task in METHODS[m].tasks)
   ]
 
 
 def run_benchmark(
-    tasks: Sequence[str],
-    methods: Sequence[str],
-    config: TrainConfig,
-    seeds: Sequence[int],
-    chunk: Optional[int] = None,
-    repeats: int = 1,
-    min_timing_s: float = 0.0,
-    progress: Optional[Callable[[str], None]] = None,
+  tasks: Sequence[str],
+  methods: Sequence[str],
+  config: TrainConfig,
+  seeds: Sequence[int],
+  chunk: Optional[int] = None,
+  repeats: int = 1,
+  min_timing_s: float = 0.0,
+  progress: Optional[Callable[[str], None]] = None,
 ) -> dict:
   """Every method on every task; constant SGD first (the time reference).
 
@@ -249,12 +250,10 @@ def run_benchmark(
         progress(f"{task_name}/{name}")
     sgd = results[0].timing
     out[task_name] = dict(
-        dataset=prepared.dataset.describe(),
-        model=task.model,
-        n_params=n_params(task.model, prepared.dataset, config),
-        setup_s=prepared.setup_s,
-        methods=[summarize(r, sgd) for r in results],
+      dataset=prepared.dataset.describe(),
+      model=task.model,
+      n_params=n_params(task.model, prepared.dataset, config),
+      setup_s=prepared.setup_s,
+      methods=[summarize(r, sgd) for r in results],
     )
   return out
-
-

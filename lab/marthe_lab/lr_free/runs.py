@@ -20,17 +20,16 @@ from marthe_lab import loop
 from marthe_lab import methods as methods_lib
 from marthe_lab import models
 from marthe_lab.lr_free.methods import Method, get_method
-from marthe_lab.lr_free.tasks import (
-    Arrays, RunInputs, TrainConfig, get_model)
+from marthe_lab.lr_free.tasks import Arrays, RunInputs, TrainConfig, get_model
 
 
 def fit(
-    method: Method,
-    model: models.Model,
-    arrays: Arrays,
-    config: TrainConfig,
-    inputs: RunInputs,
-    hyper: jax.Array,
+  method: Method,
+  model: models.Model,
+  arrays: Arrays,
+  config: TrainConfig,
+  inputs: RunInputs,
+  hyper: jax.Array,
 ) -> tuple[Any, Any, jax.Array, jax.Array]:
   """``config.steps`` steps of ``method`` from one seed's inputs.
 
@@ -54,8 +53,7 @@ def fit(
   """
   x_tr, y_tr, x_val, y_val = arrays[:4]
   tx = method.build(config, hyper, int(x_tr.shape[0]))
-  step = loop.make_step(
-      tx, lambda p, b: models.cross_entropy(model.apply, p, *b), method.needs)
+  step = loop.make_step(tx, lambda p, b: models.cross_entropy(model.apply, p, *b), method.needs)
 
   def batches(x):
     _, idx, vidx = x
@@ -63,12 +61,13 @@ def fit(
     return (x_tr[idx], y_tr[idx]), val
 
   run = loop.scan(
-      step, inputs.params, tx.init(inputs.params),
-      (jnp.arange(config.steps), inputs.batches[:config.steps],
-       inputs.val_batches[:config.steps]),
-      batches=batches,
-      record=lambda x, p, s, out: (method.read_lr(s, x[0], config, hyper),
-                                   out.value))
+    step,
+    inputs.params,
+    tx.init(inputs.params),
+    (jnp.arange(config.steps), inputs.batches[: config.steps], inputs.val_batches[: config.steps]),
+    batches=batches,
+    record=lambda x, p, s, out: (method.read_lr(s, x[0], config, hyper), out.value),
+  )
   return run.params, run.opt_state, *run.records
 
 
@@ -109,12 +108,12 @@ class Run(NamedTuple):
 
 
 def train(
-    method: Method,
-    model: models.Model,
-    arrays: Arrays,
-    config: TrainConfig,
-    inputs: RunInputs,
-    hyper: jax.Array,
+  method: Method,
+  model: models.Model,
+  arrays: Arrays,
+  config: TrainConfig,
+  inputs: RunInputs,
+  hyper: jax.Array,
 ) -> Run:
   """One run (:func:`fit`), evaluated at the method's evaluation params.
 
@@ -130,30 +129,31 @@ def train(
   params = method.evaluation_params(state, params)
   initial_val_loss = loss(inputs.params, x_val, y_val)
   val_loss = loss(params, x_val, y_val)
-  diverged = (~jnp.all(jnp.isfinite(losses)) | ~jnp.isfinite(val_loss)
-              | (val_loss > initial_val_loss))
+  diverged = (
+    ~jnp.all(jnp.isfinite(losses)) | ~jnp.isfinite(val_loss) | (val_loss > initial_val_loss)
+  )
   return Run(
-      learning_rate=lrs,
-      train_loss=losses,
-      initial_val_loss=initial_val_loss,
-      val_loss=val_loss,
-      val_accuracy=acc(params, x_val, y_val),
-      test_loss=loss(params, x_te, y_te),
-      test_accuracy=acc(params, x_te, y_te),
-      diverged=diverged,
-      **methods_lib.counters(state),
+    learning_rate=lrs,
+    train_loss=losses,
+    initial_val_loss=initial_val_loss,
+    val_loss=val_loss,
+    val_accuracy=acc(params, x_val, y_val),
+    test_loss=loss(params, x_te, y_te),
+    test_accuracy=acc(params, x_te, y_te),
+    diverged=diverged,
+    **methods_lib.counters(state),
   )
 
 
 @functools.partial(jax.jit, static_argnames=("method", "model", "config"))
 def run_rows(
-    arrays: Arrays,
-    inputs: RunInputs,
-    hypers: jax.Array,
-    *,
-    method: "str | Method",
-    model: str,
-    config: TrainConfig,
+  arrays: Arrays,
+  inputs: RunInputs,
+  hypers: jax.Array,
+  *,
+  method: "str | Method",
+  model: str,
+  config: TrainConfig,
 ) -> Run:
   """:func:`train` vmapped over rows ``(inputs[i], hypers[i])``.
 
@@ -165,8 +165,7 @@ def run_rows(
   """
   m = get_method(method)
   net = get_model(model, config, arrays.x_train.shape[1])
-  return jax.vmap(lambda i, h: train(m, net, arrays, config, i, h))(
-      inputs, hypers)
+  return jax.vmap(lambda i, h: train(m, net, arrays, config, i, h))(inputs, hypers)
 
 
 def candidates() -> np.ndarray:

@@ -36,12 +36,12 @@ CNN_STRIDE = 2
 
 
 def init_cnn1d(
-    key: jax.Array,
-    length: int,
-    num_classes: int,
-    channels: Sequence[int] = CNN_CHANNELS,
-    kernel: int = CNN_KERNEL,
-    stride: int = CNN_STRIDE,
+  key: jax.Array,
+  length: int,
+  num_classes: int,
+  channels: Sequence[int] = CNN_CHANNELS,
+  kernel: int = CNN_KERNEL,
+  stride: int = CNN_STRIDE,
 ) -> list:
   """LeCun-normal kernels and zero biases of the 1-D CNN.
 
@@ -68,15 +68,19 @@ def init_cnn1d(
   keys = jax.random.split(key, len(channels) + 1)
   params, c_in, n = [], 1, length
   for k, c in zip(keys, channels):
-    params.append({
+    params.append(
+      {
         "kernel": init(k, (kernel, c_in, c), jnp.float32),
         "bias": jnp.zeros(c, jnp.float32),
-    })
+      }
+    )
     c_in, n = c, -(-n // stride)
-  params.append({
+  params.append(
+    {
       "kernel": init(keys[-1], (n * c_in, num_classes), jnp.float32),
       "bias": jnp.zeros(num_classes, jnp.float32),
-  })
+    }
+  )
   return params
 
 
@@ -102,9 +106,8 @@ def conv1d_same(h: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   pad = max((out_w - 1) * stride + k - width, 0)
   hp = jnp.pad(h, ((0, 0), (pad // 2, pad - pad // 2), (0, 0)))
   span = stride * (out_w - 1) + 1
-  cols = jnp.stack([hp[:, i:i + span:stride, :] for i in range(k)], axis=2)
-  return cols.reshape(h.shape[0], out_w, k * c_in) @ kernel.reshape(
-      k * c_in, c_out)
+  cols = jnp.stack([hp[:, i : i + span : stride, :] for i in range(k)], axis=2)
+  return cols.reshape(h.shape[0], out_w, k * c_in) @ kernel.reshape(k * c_in, c_out)
 
 
 def cnn1d_apply(params: list, x: jax.Array, stride: int = CNN_STRIDE) -> jax.Array:
@@ -116,8 +119,7 @@ def cnn1d_apply(params: list, x: jax.Array, stride: int = CNN_STRIDE) -> jax.Arr
   return h @ params[-1]["kernel"] + params[-1]["bias"]
 
 
-def get_model(name: str, config: TrainConfig, in_dim: int,
-              num_classes: int = 10) -> models.Model:
+def get_model(name: str, config: TrainConfig, in_dim: int, num_classes: int = 10) -> models.Model:
   """The :class:`marthe_lab.models.Model` of a task.
 
   Args:
@@ -137,8 +139,8 @@ def get_model(name: str, config: TrainConfig, in_dim: int,
     return models.mlp(in_dim, config.hidden, num_classes)
   if name == "cnn1d":
     return models.Model(
-        "cnn1d", lambda key: init_cnn1d(key, in_dim, num_classes),
-        cnn1d_apply, (in_dim,))
+      "cnn1d", lambda key: init_cnn1d(key, in_dim, num_classes), cnn1d_apply, (in_dim,)
+    )
   raise ValueError(f"Unknown model {name!r}; use 'mlp' or 'cnn1d'.")
 
 
@@ -151,21 +153,21 @@ class Task(NamedTuple):
 
 
 TASKS = {
-    t.name: t
-    for t in (
-        Task("digits-mlp", "digits", "mlp"),
-        Task("mnist1d-mlp", "mnist1d", "mlp"),
-        Task("mnist1d-cnn", "mnist1d", "cnn1d"),
-    )
+  t.name: t
+  for t in (
+    Task("digits-mlp", "digits", "mlp"),
+    Task("mnist1d-mlp", "mnist1d", "mlp"),
+    Task("mnist1d-cnn", "mnist1d", "cnn1d"),
+  )
 }
 
 
 def seed_inputs(
-    model: str,
-    arrays: Arrays,
-    config: TrainConfig,
-    seed: jax.Array,
-    num_classes: int = 10,
+  model: str,
+  arrays: Arrays,
+  config: TrainConfig,
+  seed: jax.Array,
+  num_classes: int = 10,
 ) -> RunInputs:
   """``w_0`` and the minibatch progressions of ``seed``.
 
@@ -182,16 +184,15 @@ def seed_inputs(
 
 @functools.partial(jax.jit, static_argnames=("model", "config", "num_classes"))
 def make_inputs(
-    arrays: Arrays,
-    seeds: jax.Array,
-    *,
-    model: str,
-    config: TrainConfig,
-    num_classes: int = 10,
+  arrays: Arrays,
+  seeds: jax.Array,
+  *,
+  model: str,
+  config: TrainConfig,
+  num_classes: int = 10,
 ) -> RunInputs:
   """:func:`seed_inputs` of every seed (leading axis ``S``; once per task)."""
-  return jax.vmap(
-      lambda s: seed_inputs(model, arrays, config, s, num_classes))(seeds)
+  return jax.vmap(lambda s: seed_inputs(model, arrays, config, s, num_classes))(seeds)
 
 
 class Prepared(NamedTuple):
@@ -209,17 +210,21 @@ def prepare(task: Task, config: TrainConfig, seeds: Sequence[int]) -> Prepared:
   t0 = time.perf_counter()
   dataset = data_lib.load(task.dataset)
   arrays = Arrays.from_dataset(dataset)
-  inputs = jax.block_until_ready(make_inputs(
-      arrays, jnp.asarray(seeds, jnp.int32), model=task.model, config=config,
-      num_classes=dataset.num_classes))
+  inputs = jax.block_until_ready(
+    make_inputs(
+      arrays,
+      jnp.asarray(seeds, jnp.int32),
+      model=task.model,
+      config=config,
+      num_classes=dataset.num_classes,
+    )
+  )
   return Prepared(task, dataset, arrays, inputs, time.perf_counter() - t0)
 
 
 def n_params(model: str, dataset: data_lib.Dataset, config: TrainConfig) -> int:
   """The number of trainable parameters of ``model`` on ``dataset``."""
   shapes = jax.eval_shape(
-      get_model(model, config, dataset.x_train.shape[1],
-                dataset.num_classes).init,
-      jax.random.key(0))
+    get_model(model, config, dataset.x_train.shape[1], dataset.num_classes).init, jax.random.key(0)
+  )
   return int(sum(np.prod(s.shape) for s in jax.tree.leaves(shapes)))
-

@@ -37,13 +37,39 @@ probes), :mod:`.tables` (tables, tracking, JSON), :mod:`.plot` (figure 2) and
 public names are importable from here.
 """
 
-from marthe_lab.schedules.presets import KNOB_FREE, LRS_OPT, METHODS, PRESETS, SELECTED, Preset, grid_of
-from marthe_lab.schedules.results import DatasetResult, GridResult, LrsOptOutcome, Progress, best_online
+from marthe_lab.schedules.presets import (
+  KNOB_FREE,
+  LRS_OPT,
+  METHODS,
+  PRESETS,
+  SELECTED,
+  Preset,
+  grid_of,
+)
+from marthe_lab.schedules.results import (
+  DatasetResult,
+  GridResult,
+  LrsOptOutcome,
+  Progress,
+  best_online,
+)
 from marthe_lab.schedules.lrs_opt import LRS_OPT_FLOOR, best_constant, run_lrs_opt
 from marthe_lab.schedules.grid import run_dataset, run_family, select_kappa, total_tasks
 from marthe_lab.schedules.estimate import estimate
 from marthe_lab.schedules.tables import (
-    TABLE_HEADER, TRACKING_FLOOR, TRACKING_HEADER, full_rows, lrs_opt_label, lrs_opt_lines,
-    lrs_opt_summary, summary_rows, tables, to_json, tracking, tracking_rows, tracking_table)
+  TABLE_HEADER,
+  TRACKING_FLOOR,
+  TRACKING_HEADER,
+  full_rows,
+  lrs_opt_label,
+  lrs_opt_lines,
+  lrs_opt_summary,
+  summary_rows,
+  tables,
+  to_json,
+  tracking,
+  tracking_rows,
+  tracking_table,
+)
 from marthe_lab.schedules.plot import plot_dataset
 from marthe_lab.schedules.experiment import run

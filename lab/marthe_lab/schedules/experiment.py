@@ -19,11 +19,11 @@ from marthe_lab.schedules.presets import Preset
 
 
 def run(
-    preset: Preset,
-    out_dir: str,
-    datasets: Optional[Sequence[data_lib.Dataset]] = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+  preset: Preset,
+  out_dir: str,
+  datasets: Optional[Sequence[data_lib.Dataset]] = None,
+  progress: bool = True,
+  log: Callable[[str], None] = print,
 ) -> dict:
   """Runs the comparison on every dataset and writes the outputs to ``out_dir``.
 
@@ -45,9 +45,12 @@ def run(
   if datasets is None:
     datasets = [data_lib.load(name) for name in preset.datasets]
   os.makedirs(out_dir, exist_ok=True)
-  bar = Progress(total_tasks(preset) * len(datasets), enabled=progress,
-                 desc=f"schedules ({preset.name}; runs + LRS-OPT steps)",
-                 unit="task")
+  bar = Progress(
+    total_tasks(preset) * len(datasets),
+    enabled=progress,
+    desc=f"schedules ({preset.name}; runs + LRS-OPT steps)",
+    unit="task",
+  )
   results = []
   try:
     for d in datasets:
@@ -64,36 +67,47 @@ def run(
     plot_dataset(r, path)
     files.append(path)
   header = (
-      f"preset {preset.name}: {preset.note}\n"
-      f"protocol: SGD, batch {preset.config.batch_size}, T={preset.config.steps}, "
-      f"eta_0={preset.config.learning_rate}, MLP {preset.config.hidden}; "
-      f"E = validation cross-entropy (online: minibatch of "
-      f"{preset.config.val_batch_size} per step; LRS-OPT: whole set at w_T); "
-      f"{preset.seeds} seeds (LRS-OPT {preset.lrs_opt_seeds}); "
-      f"accuracy in % (mean ± std over seeds); "
-      f"total {seconds:.0f} s on {jax.device_count()} {jax.default_backend()} "
-      "device(s)\n" + "\n".join(r.description for r in results)
+    f"preset {preset.name}: {preset.note}\n"
+    f"protocol: SGD, batch {preset.config.batch_size}, T={preset.config.steps}, "
+    f"eta_0={preset.config.learning_rate}, MLP {preset.config.hidden}; "
+    f"E = validation cross-entropy (online: minibatch of "
+    f"{preset.config.val_batch_size} per step; LRS-OPT: whole set at w_T); "
+    f"{preset.seeds} seeds (LRS-OPT {preset.lrs_opt_seeds}); "
+    f"accuracy in % (mean ± std over seeds); "
+    f"total {seconds:.0f} s on {jax.device_count()} {jax.default_backend()} "
+    "device(s)\n" + "\n".join(r.description for r in results)
   )
   text = (
-      f"{header}\n\nEach method at its best grid value (mean validation "
-      f"accuracy):\n\n{summary}\n\n{lrs_lines}\n\nHow closely each "
-      f"method's schedule (best grid value) tracks LRS-OPT's, mean ± std over "
-      f"the LRS-OPT seeds:\n\n{track}\n\nEvery grid value:\n\n{full}\n"
+    f"{header}\n\nEach method at its best grid value (mean validation "
+    f"accuracy):\n\n{summary}\n\n{lrs_lines}\n\nHow closely each "
+    f"method's schedule (best grid value) tracks LRS-OPT's, mean ± std over "
+    f"the LRS-OPT seeds:\n\n{track}\n\nEvery grid value:\n\n{full}\n"
   )
   path = os.path.join(out_dir, "table.md")
   with open(path, "w") as f:
     f.write(text)
   files.append(path)
   path = os.path.join(out_dir, "results.json")
-  report.write_json(path, to_json(results, preset, {
-      "seconds": seconds,
-      "backend": jax.default_backend(),
-      "tables": {"summary": summary, "full": full, "tracking": track,
-                 "lrs_opt": lrs_lines},
-  }))
+  report.write_json(
+    path,
+    to_json(
+      results,
+      preset,
+      {
+        "seconds": seconds,
+        "backend": jax.default_backend(),
+        "tables": {"summary": summary, "full": full, "tracking": track, "lrs_opt": lrs_lines},
+      },
+    ),
+  )
   files.append(path)
-  log(f"{header}\n\n{summary}\n\n{lrs_lines}\n\n{track}\n\n"
-      f"(full table in {out_dir}/table.md)")
-  return {"results": results, "summary": summary, "full": full,
-          "tracking": track, "lrs_opt": lrs_lines, "seconds": seconds,
-          "files": files}
+  log(f"{header}\n\n{summary}\n\n{lrs_lines}\n\n{track}\n\n(full table in {out_dir}/table.md)")
+  return {
+    "results": results,
+    "summary": summary,
+    "full": full,
+    "tracking": track,
+    "lrs_opt": lrs_lines,
+    "seconds": seconds,
+    "files": files,
+  }

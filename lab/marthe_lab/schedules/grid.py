@@ -23,12 +23,12 @@ from marthe_lab.schedules.results import DatasetResult, GridResult, Progress
 
 
 def run_family(
-    arrays: train_lib.Arrays,
-    inputs: train_lib.RunInputs,
-    preset: Preset,
-    variants: Sequence[methods.Variant],
-    adaptive_mu: bool,
-    progress: Progress,
+  arrays: train_lib.Arrays,
+  inputs: train_lib.RunInputs,
+  preset: Preset,
+  variants: Sequence[methods.Variant],
+  adaptive_mu: bool,
+  progress: Progress,
 ) -> dict:
   """All (method, grid value, seed) runs of one family in vmapped chunks.
 
@@ -48,21 +48,22 @@ def run_family(
     return {}
   hypers = [m.hyper(float(v)) for m, v in rows for _ in range(preset.seeds)]
   seeds = np.tile(np.arange(preset.seeds, dtype=np.int32), len(rows))
-  hyper = train_lib.Hyper(*(np.array([h[k] for h in hypers], np.float32)
-                            for k in range(3)))
+  hyper = train_lib.Hyper(*(np.array([h[k] for h in hypers], np.float32) for k in range(3)))
   fn = functools.partial(
-      train_lib.run_online, arrays, preset.config, inputs,
-      adaptive_mu=adaptive_mu,
+    train_lib.run_online,
+    arrays,
+    preset.config,
+    inputs,
+    adaptive_mu=adaptive_mu,
   )
-  out = loop.run_in_chunks(fn, (seeds, hyper), preset.chunk,
-                                callback=progress.update)
+  out = loop.run_in_chunks(fn, (seeds, hyper), preset.chunk, callback=progress.update)
   results, start = {}, 0
   for m in variants:
     grid = grid_of(m, preset)
     n = len(grid) * preset.seeds
     runs = jax.tree.map(
-        lambda a: a[start:start + n].reshape((len(grid), preset.seeds) + a.shape[1:]),
-        out,
+      lambda a: a[start : start + n].reshape((len(grid), preset.seeds) + a.shape[1:]),
+      out,
     )
     results[m.name] = GridResult(m.name, m.grid, grid, runs)
     start += n
@@ -70,7 +71,7 @@ def run_family(
 
 
 def select_kappa(
-    marthe: GridResult, seed: int, steps: int
+  marthe: GridResult, seed: int, steps: int
 ) -> tuple[selection.HyperLrSelection, int]:
   """The paper's selection of MARTHE's ``kappa`` for one seed.
 
@@ -94,8 +95,7 @@ def select_kappa(
   Raises:
     ValueError: when every ``kappa`` of the grid diverged.
   """
-  chosen, i = choose.select_from_curves(
-      marthe.runs.trace.train_loss[:, seed, :steps], marthe.grid)
+  chosen, i = choose.select_from_curves(marthe.runs.trace.train_loss[:, seed, :steps], marthe.grid)
   if chosen is None:
     raise ValueError(f"Every kappa of {marthe.grid} diverged on seed {seed}.")
   return chosen, i
@@ -110,9 +110,9 @@ def total_tasks(preset: Preset) -> int:
 
 
 def run_dataset(
-    dataset: data_lib.Dataset,
-    preset: Preset,
-    progress: Optional[Progress] = None,
+  dataset: data_lib.Dataset,
+  preset: Preset,
+  progress: Optional[Progress] = None,
 ) -> DatasetResult:
   """The whole comparison on one dataset.
 
@@ -127,7 +127,7 @@ def run_dataset(
   progress = progress or Progress(0, enabled=False)
   arrays = train_lib.Arrays.from_dataset(dataset)
   inputs = train_lib.make_inputs(
-      jnp.arange(preset.seeds), arrays, preset.config, dataset.num_classes
+    jnp.arange(preset.seeds), arrays, preset.config, dataset.num_classes
   )
   seconds, results = {}, {}
   t = time.perf_counter()
@@ -147,24 +147,24 @@ def run_dataset(
     selections.append(jax.tree.map(np.asarray, chosen))
     rows.append(i)
     progress.update(1)
-  picked = jax.tree.map(
-      lambda a: a[np.array(rows), np.arange(preset.seeds)][None], marthe.runs)
+  picked = jax.tree.map(lambda a: a[np.array(rows), np.arange(preset.seeds)][None], marthe.runs)
   results[SELECTED] = GridResult(
-      SELECTED, "selected", np.full(1, np.nan), picked,
-      selected=marthe.grid[np.array(rows)],
+    SELECTED,
+    "selected",
+    np.full(1, np.nan),
+    picked,
+    selected=marthe.grid[np.array(rows)],
   )
   seconds["kappa_selection"] = time.perf_counter() - t
   if train_lib.knob_free_available():
     t = time.perf_counter()
-    runs = train_lib.run_knob_free(
-        arrays, preset.config, inputs, jnp.arange(preset.seeds))
+    runs = train_lib.run_knob_free(arrays, preset.config, inputs, jnp.arange(preset.seeds))
     results[KNOB_FREE] = GridResult(
-        KNOB_FREE, "none", np.zeros(1), jax.tree.map(lambda a: np.asarray(a)[None], runs))
+      KNOB_FREE, "none", np.zeros(1), jax.tree.map(lambda a: np.asarray(a)[None], runs)
+    )
     progress.update(preset.seeds)
     seconds["knob_free"] = time.perf_counter() - t
   t = time.perf_counter()
   lrs = run_lrs_opt(arrays, inputs, preset, progress, results)
   seconds["lrs_opt"] = time.perf_counter() - t
-  return DatasetResult(
-      dataset.name, dataset.describe(), results, lrs, selections, seconds
-  )
+  return DatasetResult(dataset.name, dataset.describe(), results, lrs, selections, seconds)

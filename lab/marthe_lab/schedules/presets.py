@@ -11,13 +11,13 @@ from marthe_lab import train as train_lib
 
 
 METHODS = (
-    methods.Variant("constant", "none", False, 0.0),
-    methods.Variant("HD", "beta", False, 0.0),
-    methods.Variant("RTHO", "beta", False, 1.0),
-    methods.Variant("MARTHE mu=0.9", "beta", False, 0.9),
-    methods.Variant("MARTHE mu=0.99", "beta", False, 0.99),
-    methods.Variant("MARTHE h_mu", "beta", True),
-    methods.Variant("MARTHE", "kappa", True),
+  methods.Variant("constant", "none", False, 0.0),
+  methods.Variant("HD", "beta", False, 0.0),
+  methods.Variant("RTHO", "beta", False, 1.0),
+  methods.Variant("MARTHE mu=0.9", "beta", False, 0.9),
+  methods.Variant("MARTHE mu=0.99", "beta", False, 0.99),
+  methods.Variant("MARTHE h_mu", "beta", True),
+  methods.Variant("MARTHE", "kappa", True),
 )
 """The online methods, each over its grid: every fixed-``mu`` one is the
 registry's ``'eq5'`` (one compiled program), every adaptive one
@@ -94,94 +94,93 @@ def _decades(lo: int, hi: int, per_decade: int = 1) -> tuple:
 
 
 PRESETS = {
-    "tiny": Preset(
-        name="tiny",
-        datasets=("digits",),
-        config=train_lib.TrainConfig(steps=24, hidden=(16, 16, 16)),
-        seeds=2,
-        beta_grid=(1e-3, 1e-1),
-        kappa_grid=(1e-5, 1e-1),
-        lrs_opt_seeds=2,
-        lrs_opt_steps=4,
-        lrs_opt_lr=0.05,
-        selection_steps=24,
-        chunk=None,
-        note="smoke test only: T=24, MLP 3x16, 2 seeds, 2 grid values, "
-        "LRS-OPT 2 seeds x 4 outer steps",
-        lrs_opt_window=1,
-        lrs_opt_draws=2,
-        lrs_opt_start="best constant",
-        lrs_opt_checkpoint=False,
-    ),
-    "fast": Preset(
-        name="fast",
-        datasets=("digits", "mnist1d"),
-        config=train_lib.TrainConfig(steps=512, hidden=(64, 64, 64)),
-        seeds=3,
-        beta_grid=_decades(-6, 0),
-        kappa_grid=_decades(-9, 0),
-        lrs_opt_seeds=3,
-        lrs_opt_steps=40,
-        lrs_opt_lr=0.05,
-        selection_steps=512,
-        chunk=64,
-        note="T=512 and batch 100 as the paper, but MLP 3x64 (paper 3x500), "
-        "3 seeds (paper 20), decade grids; LRS-OPT on all 3 seeds, at most 40 "
-        "outer steps of Adam on log(eta) from the best constant, 2 "
-        "minibatch draws per step, stopping at 0.1 % improvement per step "
-        "(paper: 4 seeds x 5000 projected-gradient steps from eta_0)",
-        lrs_opt_tol=1e-3,
-        lrs_opt_window=10,
-        lrs_opt_draws=2,
-        lrs_opt_start="best constant",
-        lrs_opt_checkpoint=False,
-    ),
-    "medium": Preset(
-        name="medium",
-        datasets=("digits", "mnist1d"),
-        config=train_lib.TrainConfig(steps=512, hidden=(500, 500, 500)),
-        seeds=5,
-        beta_grid=(1e-6, 1e-4, 1e-2),
-        kappa_grid=(1e-8, 1e-5, 1e-2),
-        lrs_opt_seeds=2,
-        lrs_opt_steps=20,
-        lrs_opt_lr=0.05,
-        selection_steps=512,
-        chunk=48,
-        note="figure 2 at the paper's network size: T=512, batch 100, MLP "
-        "3x500, eta_0=0.01, but 5 seeds (paper 20) and coarse grids (beta "
-        "every second decade, kappa every third); LRS-OPT on the first 2 "
-        "seeds, at most 20 outer steps of Adam on log(eta) from the best "
-        "constant, stopping at 0.1 % improvement per step (paper: 4 seeds x "
-        "5000 projected-gradient steps from eta_0)",
-        lrs_opt_tol=1e-3,
-        lrs_opt_window=5,
-        lrs_opt_draws=1,
-        lrs_opt_start="best constant",
-        lrs_opt_checkpoint=True,
-    ),
-    "paper": Preset(
-        name="paper",
-        datasets=("digits", "mnist1d"),
-        config=train_lib.TrainConfig(steps=512, hidden=(500, 500, 500)),
-        seeds=20,
-        beta_grid=_decades(-7, 0, 2),
-        kappa_grid=_decades(-9, 0, 2),
-        lrs_opt_seeds=4,
-        lrs_opt_steps=5000,
-        lrs_opt_lr=0.05,
-        selection_steps=512,
-        chunk=40,
-        note="the paper's sizes: T=512, batch 100, MLP 3x500, 20 seeds, "
-        "half-decade grids, LRS-OPT 4 seeds x at most 5000 outer steps (Adam "
-        "on log(eta) from eta_0 as the paper, stopping at 0.01 % improvement "
-        "per step)",
-        lrs_opt_tol=1e-4,
-        lrs_opt_window=50,
-        lrs_opt_draws=1,
-        lrs_opt_start="constant",
-        lrs_opt_checkpoint=True,
-    ),
+  "tiny": Preset(
+    name="tiny",
+    datasets=("digits",),
+    config=train_lib.TrainConfig(steps=24, hidden=(16, 16, 16)),
+    seeds=2,
+    beta_grid=(1e-3, 1e-1),
+    kappa_grid=(1e-5, 1e-1),
+    lrs_opt_seeds=2,
+    lrs_opt_steps=4,
+    lrs_opt_lr=0.05,
+    selection_steps=24,
+    chunk=None,
+    note="smoke test only: T=24, MLP 3x16, 2 seeds, 2 grid values, LRS-OPT 2 seeds x 4 outer steps",
+    lrs_opt_window=1,
+    lrs_opt_draws=2,
+    lrs_opt_start="best constant",
+    lrs_opt_checkpoint=False,
+  ),
+  "fast": Preset(
+    name="fast",
+    datasets=("digits", "mnist1d"),
+    config=train_lib.TrainConfig(steps=512, hidden=(64, 64, 64)),
+    seeds=3,
+    beta_grid=_decades(-6, 0),
+    kappa_grid=_decades(-9, 0),
+    lrs_opt_seeds=3,
+    lrs_opt_steps=40,
+    lrs_opt_lr=0.05,
+    selection_steps=512,
+    chunk=64,
+    note="T=512 and batch 100 as the paper, but MLP 3x64 (paper 3x500), "
+    "3 seeds (paper 20), decade grids; LRS-OPT on all 3 seeds, at most 40 "
+    "outer steps of Adam on log(eta) from the best constant, 2 "
+    "minibatch draws per step, stopping at 0.1 % improvement per step "
+    "(paper: 4 seeds x 5000 projected-gradient steps from eta_0)",
+    lrs_opt_tol=1e-3,
+    lrs_opt_window=10,
+    lrs_opt_draws=2,
+    lrs_opt_start="best constant",
+    lrs_opt_checkpoint=False,
+  ),
+  "medium": Preset(
+    name="medium",
+    datasets=("digits", "mnist1d"),
+    config=train_lib.TrainConfig(steps=512, hidden=(500, 500, 500)),
+    seeds=5,
+    beta_grid=(1e-6, 1e-4, 1e-2),
+    kappa_grid=(1e-8, 1e-5, 1e-2),
+    lrs_opt_seeds=2,
+    lrs_opt_steps=20,
+    lrs_opt_lr=0.05,
+    selection_steps=512,
+    chunk=48,
+    note="figure 2 at the paper's network size: T=512, batch 100, MLP "
+    "3x500, eta_0=0.01, but 5 seeds (paper 20) and coarse grids (beta "
+    "every second decade, kappa every third); LRS-OPT on the first 2 "
+    "seeds, at most 20 outer steps of Adam on log(eta) from the best "
+    "constant, stopping at 0.1 % improvement per step (paper: 4 seeds x "
+    "5000 projected-gradient steps from eta_0)",
+    lrs_opt_tol=1e-3,
+    lrs_opt_window=5,
+    lrs_opt_draws=1,
+    lrs_opt_start="best constant",
+    lrs_opt_checkpoint=True,
+  ),
+  "paper": Preset(
+    name="paper",
+    datasets=("digits", "mnist1d"),
+    config=train_lib.TrainConfig(steps=512, hidden=(500, 500, 500)),
+    seeds=20,
+    beta_grid=_decades(-7, 0, 2),
+    kappa_grid=_decades(-9, 0, 2),
+    lrs_opt_seeds=4,
+    lrs_opt_steps=5000,
+    lrs_opt_lr=0.05,
+    selection_steps=512,
+    chunk=40,
+    note="the paper's sizes: T=512, batch 100, MLP 3x500, 20 seeds, "
+    "half-decade grids, LRS-OPT 4 seeds x at most 5000 outer steps (Adam "
+    "on log(eta) from eta_0 as the paper, stopping at 0.01 % improvement "
+    "per step)",
+    lrs_opt_tol=1e-4,
+    lrs_opt_window=50,
+    lrs_opt_draws=1,
+    lrs_opt_start="constant",
+    lrs_opt_checkpoint=True,
+  ),
 }
 
 

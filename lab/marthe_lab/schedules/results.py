@@ -103,13 +103,12 @@ class DatasetResult(NamedTuple):
 class Progress:
   """A tqdm bar (a no-op when ``enabled`` is False)."""
 
-  def __init__(self, total: int, enabled: bool = True, desc: str = "",
-               unit: str = "run"):
+  def __init__(self, total: int, enabled: bool = True, desc: str = "", unit: str = "run"):
     self.bar = None
     if enabled:
       from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-      self.bar = tqdm(total=total, desc=desc, unit=unit, smoothing=0.0,
-                      mininterval=1.0)
+
+      self.bar = tqdm(total=total, desc=desc, unit=unit, smoothing=0.0, mininterval=1.0)
 
   @property
   def enabled(self) -> bool:
@@ -126,9 +125,7 @@ class Progress:
       self.bar.close()
 
 
-def best_online(
-    results: dict, seeds: Optional[np.ndarray] = None
-) -> tuple[str, int, float]:
+def best_online(results: dict, seeds: Optional[np.ndarray] = None) -> tuple[str, int, float]:
   """The online (method, grid index) with the lowest mean final validation
   loss over ``seeds`` (default: all), skipping grid values where a seed
   diverged. Returns ``(method, grid index, mean validation loss)``."""

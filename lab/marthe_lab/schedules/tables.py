@@ -1,6 +1,5 @@
 # Copyright 2026 The marthe-optax Authors. Licensed under the Apache License 2.0.
-"""The section-5 experiment's tables, tracking metrics and JSON.
-"""
+"""The section-5 experiment's tables, tracking metrics and JSON."""
 
 import dataclasses
 from typing import Sequence
@@ -20,10 +19,11 @@ def summary_rows(result: DatasetResult) -> list:
   for name, g in result.results.items():
     i = g.best_index()
     value = (
-        "per seed " + ", ".join(report.format_value(v) for v in g.selected)
-        if g.grid_kind == "selected"
-        else "-" if g.grid_kind == "none"
-        else f"{g.grid_kind}={report.format_value(g.grid[i])}"
+      "per seed " + ", ".join(report.format_value(v) for v in g.selected)
+      if g.grid_kind == "selected"
+      else "-"
+      if g.grid_kind == "none"
+      else f"{g.grid_kind}={report.format_value(g.grid[i])}"
     )
     runs = jax.tree.map(lambda a: a[i], g.runs)
     rows.append(_row(result.dataset, name, value, runs))
@@ -34,18 +34,23 @@ def summary_rows(result: DatasetResult) -> list:
 
 def lrs_opt_label(lrs: LrsOptOutcome) -> str:
   taken = lrs.steps_taken
-  steps = (f"{int(taken.min())}" if taken.min() == taken.max()
-           else f"{int(taken.min())}-{int(taken.max())}")
+  steps = (
+    f"{int(taken.min())}"
+    if taken.min() == taken.max()
+    else f"{int(taken.min())}-{int(taken.max())}"
+  )
   return f"{steps} outer steps from {lrs.start}"
 
 
 def _row(dataset: str, name: str, value: str, runs: train_lib.RunResult) -> list:
   return [
-      dataset, name, value,
-      report.mean_std(runs.val_accuracy),
-      report.mean_std(runs.test_accuracy),
-      _loss(runs.val_loss),
-      f"{int(np.sum(runs.diverged))}/{np.size(runs.diverged)}",
+    dataset,
+    name,
+    value,
+    report.mean_std(runs.val_accuracy),
+    report.mean_std(runs.test_accuracy),
+    _loss(runs.val_loss),
+    f"{int(np.sum(runs.diverged))}/{np.size(runs.diverged)}",
   ]
 
 
@@ -83,8 +88,7 @@ def tracking(result: DatasetResult) -> dict:
   for name, g in result.results.items():
     i = g.best_index()
     eta = np.asarray(g.runs.trace.learning_rate[i][lrs.seeds], np.float64)
-    log_eta = np.log10(np.maximum(np.nan_to_num(eta, nan=TRACKING_FLOOR),
-                                  TRACKING_FLOOR))
+    log_eta = np.log10(np.maximum(np.nan_to_num(eta, nan=TRACKING_FLOOR), TRACKING_FLOOR))
     dist = np.mean(np.abs(log_eta - ref), axis=1)
     corr = np.full(len(lrs.seeds), np.nan)
     for j in range(len(lrs.seeds)):
@@ -94,8 +98,12 @@ def tracking(result: DatasetResult) -> dict:
   return out
 
 
-TRACKING_HEADER = ["data", "method", "mean |log10(eta/eta_LRS-OPT)|",
-                   "corr(log eta, log eta_LRS-OPT)"]
+TRACKING_HEADER = [
+  "data",
+  "method",
+  "mean |log10(eta/eta_LRS-OPT)|",
+  "corr(log eta, log eta_LRS-OPT)",
+]
 
 
 def tracking_rows(result: DatasetResult) -> list:
@@ -104,12 +112,16 @@ def tracking_rows(result: DatasetResult) -> list:
   rows = []
   for name, m in tracking(result).items():
     corr = m["correlation"]
-    rows.append([
-        result.dataset, name,
+    rows.append(
+      [
+        result.dataset,
+        name,
         report.mean_std(m["mean_abs_log10"], scale=1.0, digits=2),
-        "-" if np.all(np.isnan(corr)) else report.mean_std(
-            corr[np.isfinite(corr)], scale=1.0, digits=2),
-    ])
+        "-"
+        if np.all(np.isnan(corr))
+        else report.mean_std(corr[np.isfinite(corr)], scale=1.0, digits=2),
+      ]
+    )
   return rows
 
 
@@ -130,16 +142,20 @@ def lrs_opt_summary(result: DatasetResult) -> dict:
   g = result.results[name]
   mine = float(np.mean(lrs.runs.val_loss))
   return {
-      "best_online": {"method": name, "grid_kind": g.grid_kind,
-                      "grid_value": float(g.grid[i]), "val_loss": value},
-      "lrs_opt_val_loss": mine,
-      "start_val_loss": float(np.mean(lrs.start_runs.val_loss)),
-      "ratio": mine / value,
-      "steps_taken": lrs.steps_taken,
-      "converged": lrs.converged,
-      "final_slope": lrs.final_slope,
-      "seconds_per_outer_step": lrs.seconds_per_outer_step,
-      "compile_seconds": lrs.compile_seconds,
+    "best_online": {
+      "method": name,
+      "grid_kind": g.grid_kind,
+      "grid_value": float(g.grid[i]),
+      "val_loss": value,
+    },
+    "lrs_opt_val_loss": mine,
+    "start_val_loss": float(np.mean(lrs.start_runs.val_loss)),
+    "ratio": mine / value,
+    "steps_taken": lrs.steps_taken,
+    "converged": lrs.converged,
+    "final_slope": lrs.final_slope,
+    "seconds_per_outer_step": lrs.seconds_per_outer_step,
+    "compile_seconds": lrs.compile_seconds,
   }
 
 
@@ -150,18 +166,22 @@ def lrs_opt_lines(results: Sequence[DatasetResult]) -> str:
     m = lrs_opt_summary(r)
     b = m["best_online"]
     lines.append(
-        f"{r.dataset}: LRS-OPT mean final val loss {m['lrs_opt_val_loss']:.4f} "
-        f"(start {m['start_val_loss']:.4f}) = {m['ratio']:.3f} x the best "
-        f"online method's {b['val_loss']:.4f} ({b['method']}"
-        + ("" if b["grid_kind"] == "none" else
-           f" {b['grid_kind']}={report.format_value(b['grid_value'])}")
-        + f") on seeds "
-        f"{list(map(int, r.lrs_opt.seeds))}; outer steps "
-        f"{list(map(int, m['steps_taken']))}, converged "
-        f"{list(map(bool, m['converged']))}, final slope "
-        + ", ".join(f"{v:.1e}" for v in m["final_slope"])
-        + f" per outer step; {m['seconds_per_outer_step']:.2f} s per outer "
-        f"step of all seeds (+{m['compile_seconds']:.0f} s compilation)")
+      f"{r.dataset}: LRS-OPT mean final val loss {m['lrs_opt_val_loss']:.4f} "
+      f"(start {m['start_val_loss']:.4f}) = {m['ratio']:.3f} x the best "
+      f"online method's {b['val_loss']:.4f} ({b['method']}"
+      + (
+        ""
+        if b["grid_kind"] == "none"
+        else f" {b['grid_kind']}={report.format_value(b['grid_value'])}"
+      )
+      + f") on seeds "
+      f"{list(map(int, r.lrs_opt.seeds))}; outer steps "
+      f"{list(map(int, m['steps_taken']))}, converged "
+      f"{list(map(bool, m['converged']))}, final slope "
+      + ", ".join(f"{v:.1e}" for v in m["final_slope"])
+      + f" per outer step; {m['seconds_per_outer_step']:.2f} s per outer "
+      f"step of all seeds (+{m['compile_seconds']:.0f} s compilation)"
+    )
   return "\n".join(lines)
 
 
@@ -180,8 +200,7 @@ def full_rows(result: DatasetResult) -> list:
   return rows
 
 
-TABLE_HEADER = ["data", "method", "grid value", "val acc %", "test acc %",
-                "val loss", "diverged"]
+TABLE_HEADER = ["data", "method", "grid value", "val acc %", "test acc %", "val loss", "diverged"]
 
 
 def tables(results: Sequence[DatasetResult]) -> tuple[str, str]:
@@ -193,74 +212,71 @@ def tables(results: Sequence[DatasetResult]) -> tuple[str, str]:
 
 def tracking_table(results: Sequence[DatasetResult]) -> str:
   """The :func:`tracking` metrics of every method and dataset."""
-  return report.format_table(
-      TRACKING_HEADER, [r for d in results for r in tracking_rows(d)])
+  return report.format_table(TRACKING_HEADER, [r for d in results for r in tracking_rows(d)])
 
 
 def to_json(results: Sequence[DatasetResult], preset: Preset, extra: dict) -> dict:
   """Every number: the preset, the grids, per-run metrics and schedules."""
   out = {
-      "preset": dataclasses.asdict(preset),
-      "protocol": {
-          "E": "validation cross-entropy; online methods: gradient on a fresh "
-          "validation minibatch of val_batch_size at each step (whole set if "
-          "null); LRS-OPT: whole validation set at w_T",
-          "divergence": "non-finite training loss or final validation loss, "
-          "or final validation loss above the initial one",
-          "selection": "select_hyper_lr_step over the kappa grid (largest "
-          "first) on the MARTHE grid runs' first selection_steps training "
-          "losses; divergence there = minibatch training loss > 2x the "
-          "first or non-finite",
-          "lrs_opt": "exact.lrs_opt vmapped over the LRS-OPT seeds (one "
-          "compiled program), Adam on log(eta) from lrs_opt_lr with cosine "
-          "decay to a tenth over lrs_opt_steps, hypergradient averaged over "
-          "lrs_opt_draws fresh minibatch progressions per outer step, "
-          "stopping when the windowed relative improvement per outer step "
-          "falls below lrs_opt_tol, started from lrs_opt_start, E = whole "
-          "validation set; evaluated (and so is its start) on each seed's "
-          "own minibatch progression like the online methods",
-          "tracking": "per method at its best grid value and LRS-OPT seed: "
-          "mean over steps of |log10(eta/eta_LRS-OPT)| and the Pearson "
-          "correlation of log10 eta with log10 eta_LRS-OPT (rates floored "
-          "at 1e-8)",
-          "metrics": "final accuracies and losses on the whole validation and "
-          "test sets; accuracies are fractions",
-      },
-      **extra,
-      "datasets": {},
+    "preset": dataclasses.asdict(preset),
+    "protocol": {
+      "E": "validation cross-entropy; online methods: gradient on a fresh "
+      "validation minibatch of val_batch_size at each step (whole set if "
+      "null); LRS-OPT: whole validation set at w_T",
+      "divergence": "non-finite training loss or final validation loss, "
+      "or final validation loss above the initial one",
+      "selection": "select_hyper_lr_step over the kappa grid (largest "
+      "first) on the MARTHE grid runs' first selection_steps training "
+      "losses; divergence there = minibatch training loss > 2x the "
+      "first or non-finite",
+      "lrs_opt": "exact.lrs_opt vmapped over the LRS-OPT seeds (one "
+      "compiled program), Adam on log(eta) from lrs_opt_lr with cosine "
+      "decay to a tenth over lrs_opt_steps, hypergradient averaged over "
+      "lrs_opt_draws fresh minibatch progressions per outer step, "
+      "stopping when the windowed relative improvement per outer step "
+      "falls below lrs_opt_tol, started from lrs_opt_start, E = whole "
+      "validation set; evaluated (and so is its start) on each seed's "
+      "own minibatch progression like the online methods",
+      "tracking": "per method at its best grid value and LRS-OPT seed: "
+      "mean over steps of |log10(eta/eta_LRS-OPT)| and the Pearson "
+      "correlation of log10 eta with log10 eta_LRS-OPT (rates floored "
+      "at 1e-8)",
+      "metrics": "final accuracies and losses on the whole validation and "
+      "test sets; accuracies are fractions",
+    },
+    **extra,
+    "datasets": {},
   }
   for d in results:
     methods = {}
     for name, g in d.results.items():
       methods[name] = {
-          "grid_kind": g.grid_kind,
-          "grid": g.grid,
-          "best_index": g.best_index(),
-          "selected": g.selected,
-          **{k: v for k, v in g.runs._asdict().items() if k != "trace"},
-          "trace": g.runs.trace._asdict(),
+        "grid_kind": g.grid_kind,
+        "grid": g.grid,
+        "best_index": g.best_index(),
+        "selected": g.selected,
+        **{k: v for k, v in g.runs._asdict().items() if k != "trace"},
+        "trace": g.runs.trace._asdict(),
       }
     out["datasets"][d.dataset] = {
-        "description": d.description,
-        "seconds": d.seconds,
-        "methods": methods,
-        # The curves the selection watched are the MARTHE grid's train_loss.
-        "kappa_selection": [
-            {k: v for k, v in s._asdict().items() if k != "losses"}
-            for s in d.selections
-        ],
-        "lrs_opt": {
-            **{k: v for k, v in d.lrs_opt._asdict().items()
-               if k not in ("runs", "start_runs")},
-            "evaluation": {
-                **{k: v for k, v in d.lrs_opt.runs._asdict().items() if k != "trace"},
-                "trace": d.lrs_opt.runs.trace._asdict(),
-            },
-            "start_evaluation": {
-                k: v for k, v in d.lrs_opt.start_runs._asdict().items()
-                if k != "trace"},
-            "summary": lrs_opt_summary(d),
+      "description": d.description,
+      "seconds": d.seconds,
+      "methods": methods,
+      # The curves the selection watched are the MARTHE grid's train_loss.
+      "kappa_selection": [
+        {k: v for k, v in s._asdict().items() if k != "losses"} for s in d.selections
+      ],
+      "lrs_opt": {
+        **{k: v for k, v in d.lrs_opt._asdict().items() if k not in ("runs", "start_runs")},
+        "evaluation": {
+          **{k: v for k, v in d.lrs_opt.runs._asdict().items() if k != "trace"},
+          "trace": d.lrs_opt.runs.trace._asdict(),
         },
-        "tracking": tracking(d),
+        "start_evaluation": {
+          k: v for k, v in d.lrs_opt.start_runs._asdict().items() if k != "trace"
+        },
+        "summary": lrs_opt_summary(d),
+      },
+      "tracking": tracking(d),
     }
   return out
