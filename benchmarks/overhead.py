@@ -23,7 +23,7 @@ from marthe_lab import overhead as oh
 
 PRESETS = {
   # batch, val_batch, repeats, steps per repeat, models
-  "cpu": dict(batch=100, val_batch=100, repeats=7, steps=5, models=("mlp", "cnn")),
+  "cpu": dict(batch=100, val_batch=100, repeats=21, steps=10, models=("mlp", "cnn")),
   "tiny": dict(batch=8, val_batch=8, repeats=2, steps=2, models=("mlp-small", "cnn")),
   "device": dict(batch=1024, val_batch=1024, repeats=15, steps=20, models=("mlp", "cnn")),
 }

@@ -224,19 +224,112 @@ class StepAndTangent(NamedTuple):
   repaired: jax.Array  # whether some NaN tangent entries were set to 0 (bool)
 
 
-def _repair(tangent: Any, primal: Any) -> tuple[Any, jax.Array]:
+# Primitives whose primal result may be infinite at finite arguments, and
+# those whose derivative may be (``sqrt`` at 0, a division by 0).
+_MAY_OVERFLOW = frozenset(
+  {
+    "div",
+    "rsqrt",
+    "log",
+    "log1p",
+    "pow",
+    "integer_pow",
+    "exp",
+    "exp2",
+    "expm1",
+    "tan",
+    "atanh",
+    "erf_inv",
+    "lgamma",
+    "digamma",
+  }
+)
+_NOT_SMOOTH = frozenset(
+  {
+    "div",
+    "sqrt",
+    "rsqrt",
+    "cbrt",
+    "pow",
+    "integer_pow",
+    "log",
+    "log1p",
+    "asin",
+    "acos",
+    "atan2",
+    "atanh",
+    "erf_inv",
+    "lgamma",
+    "digamma",
+  }
+)
+
+
+def _nan_prone_flags(jaxpr: Any, inputs: dict) -> list:
+  """:func:`_nan_prone_vars` for a nested program, given its inputs' flags."""
+  flags = dict(inputs)
+
+  def read(atom):
+    if isinstance(atom, jax_core.Literal):
+      return (False, False, False)
+    return flags.get(atom, (False, False, False))
+
+  for eqn in jaxpr.eqns:
+    args = [read(a) for a in eqn.invars]
+    name = eqn.primitive.name
+    inner = eqn.params.get("jaxpr")
+    if name in ("jit", "pjit", "closed_call") and inner is not None:
+      inner = getattr(inner, "jaxpr", inner)
+      outs = _nan_prone_flags(inner, dict(zip(inner.invars, args)))
+    else:
+      tan = any(a[0] for a in args)
+      inf = any(a[1] for a in args) or name in _MAY_OVERFLOW
+      nan = any(a[2] for a in args) or (
+        tan
+        and (
+          any(a[1] for a in args)
+          or name in _NOT_SMOOTH
+          or "jaxpr" in eqn.params
+          or "call_jaxpr" in eqn.params
+        )
+      )
+      outs = [(tan, inf, nan)] * len(eqn.outvars)
+    flags.update(zip(eqn.outvars, outs))
+  return [read(v) for v in jaxpr.outvars]
+
+
+def nan_prone(fn: Callable[..., Any], primals: tuple, tangents: tuple) -> list:
+  """For each leaf of ``jax.jvp(fn, primals, tangents)[1]``: may it be NaN
+  where its primal is finite? (Trace-time analysis of the jvp's program.)
+
+  ``sqrt``'s derivative at 0 times a zero tangent is such a NaN (Adam's
+  ``sqrt(nu)`` at ``nu = 0``); a linear update such as SGD's or momentum's
+  has none, so :func:`_repair` skips it.
+  """
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tangents)
+  closed = jax.make_jaxpr(lambda *t: jax.jvp(fn, primals, t)[1])(*shapes)
+  flags = _nan_prone_flags(
+    closed.jaxpr,
+    {v: (True, False, False) for v in closed.jaxpr.invars},
+  )
+  return [f[2] for f in flags]
+
+
+def _repair(tangent: Any, primal: Any, prone: Optional[list] = None) -> tuple[Any, jax.Array]:
   """NaN tangent entries of finite primal entries set to 0, and whether any was.
 
-  The flag is one boolean ``any`` per leaf rather than a count: a count is an
-  integer sum over every entry of every tangent leaf, which XLA cannot fuse
-  with the tangent's producers, and which made the repair cost more than the
-  rest of the first-order step.
+  ``prone`` (one boolean per leaf, from :func:`nan_prone`) limits the repair
+  to the leaves that can hold such entries. The flag is one boolean ``any``
+  per leaf rather than a count: a count is an integer sum over every entry of
+  every tangent leaf, which XLA cannot fuse with the tangent's producers.
   """
   found = jnp.zeros([], bool)
   leaves, treedef = jax.tree.flatten(tangent)
+  if prone is None:
+    prone = [True] * len(leaves)
   fixed = []
-  for t, x in zip(leaves, jax.tree.leaves(primal)):
-    if t.dtype == jax.dtypes.float0 or not _is_float(t):
+  for t, x, p in zip(leaves, jax.tree.leaves(primal), prone):
+    if not p or t.dtype == jax.dtypes.float0 or not _is_float(t):
       fixed.append(t)
       continue
     bad = jnp.isnan(t) & jnp.isfinite(x)
@@ -314,24 +407,27 @@ def step_and_tangent(
   new_leaves = jax.tree.leaves(new_inner_state)
   idx = [i for i, flag in enumerate(live) if flag]
 
-  def live_part(ds):
+  n_u = len(jax.tree.leaves(updates))
+
+  def live_part(ds, prone):
     ds = jax.tree.leaves(ds)
     return _repair(
       [_from_jvp(ds[i], s_leaves[i]) for i in idx],
       [new_leaves[i] for i in idx],
+      [prone[n_u + i] for i in idx],
     )
+
+  along_theta = lambda theta: inner_update(grads, inner_state, params, theta)
+  # Which tangent leaves can hold a NaN at a finite primal (trace time).
+  b_prone = nan_prone(along_theta, (hyperparams,), (eye[0],))
 
   def b_k(e):
     # B_t e: along theta alone, the other inputs closed over, so no zero
     # tangent is materialised and no Hessian is formed.
-    _, (du, ds) = jax.jvp(
-      lambda theta: inner_update(grads, inner_state, params, theta),
-      (hyperparams,),
-      (e,),
-    )
-    du, n_u = _repair(_from_jvp(du, params), updates)
-    ds, n_s = live_part(ds)
-    return (du, ds), n_u | n_s
+    _, (du, ds) = jax.jvp(along_theta, (hyperparams,), (e,))
+    du, found_u = _repair(_from_jvp(du, params), updates, b_prone[:n_u])
+    ds, found_s = live_part(ds, b_prone)
+    return (du, ds), found_u | found_s
 
   (b, b_state), repaired = map_hyperparams(b_k, eye)
   repaired = jnp.any(repaired)
@@ -345,26 +441,30 @@ def step_and_tangent(
         leaves[i] = x
       return inner_update(g, jax.tree.unflatten(s_def, leaves), w, hyperparams)
 
+    s_live = [s_leaves[i] for i in idx]
+    if first_order:
+      # H_t = 0: the gradient is a constant of the step (closed over).
+      along_state = lambda s, w: step(grads, s, w)
+      primals = (s_live, params)
+    else:
+      along_state = step
+      primals = (grads, s_live, params)
+    z_prone = nan_prone(along_state, primals, primals)
+
     def z_k(bk, bs, mz, ms):
       # A_t (mu Z_t), then + B_t e_k (computed above).
-      s_live = [s_leaves[i] for i in idx]
       if first_order:
-        # H_t = 0: the gradient is a constant of the step (closed over).
-        _, (du, ds) = jax.jvp(lambda s, w: step(grads, s, w), (s_live, params), (ms, mz))
+        _, (du, ds) = jax.jvp(along_state, primals, (ms, mz))
       else:
         hz = hessian_vector_product(value_fn, params, mz)
-        _, (du, ds) = jax.jvp(
-          step,
-          (grads, s_live, params),
-          (optax.tree.cast_like(hz, grads), ms, mz),
-        )
-      du, n_u = _repair(_from_jvp(du, params), updates)
-      ds, n_s = live_part(ds)
+        _, (du, ds) = jax.jvp(along_state, primals, (optax.tree.cast_like(hz, grads), ms, mz))
+      du, found_u = _repair(_from_jvp(du, params), updates, z_prone[:n_u])
+      ds, found_s = live_part(ds, z_prone)
       # mu Z + (B e + A mu Z), summed in the order of the one-jvp form, so
       # that the numbers do not depend on how the jvp is split.
       z_w = optax.tree.add(mz, optax.tree.add(bk, du))
       z_s = [optax.tree.add(y, x) for x, y in zip(ds, bs)]
-      return (z_w, z_s), n_u | n_s
+      return (z_w, z_s), found_u | found_s
 
     stored = jax.tree.leaves(tangent.inner_state)
 

@@ -151,6 +151,24 @@ def test_live_state_leaves_of_the_tangent(name, first_order, full):
   assert _live(P.INNERS[name], first_order=False) == full
 
 
+@pytest.mark.parametrize(
+  "name,prone",
+  [
+    ("sgd", (False,)),  # linear in the gradient and the rate: nothing to repair
+    ("momentum", (False, False)),
+    ("adam", (True, False, False, False)),  # u: sqrt(nu); count, mu, nu: linear
+    ("chain", (True, False)),  # clip_by_global_norm divides by the norm
+  ],
+)
+def test_nan_prone_tangent_leaves(name, prone):
+  params = {"w": jnp.ones((3, 2))}
+  inner = P.INNERS[name]
+  state = inner(0.1).init(params)
+  step = lambda theta: inner(theta[0]).update(params, state, params)
+  flags = _tangent.nan_prone(step, (jnp.array([0.1]),), (jnp.array([1.0]),))
+  assert tuple(flags) == prone
+
+
 def _linear_problem(seed=0, steps=8, dim=6):
   """A loss linear in the params (its Hessian is 0): L_t(w) = <a_t, w>."""
   ka, kv, kw = jax.random.split(jax.random.PRNGKey(seed), 3)
