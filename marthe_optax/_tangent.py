@@ -117,29 +117,46 @@ def map_hyperparams(f: Callable[..., Any], *batched: Any) -> Any:
   return jax.vmap(f)(*batched)
 
 
-def _dependence(jaxpr: Any, inputs: list) -> list:
-  """For each output of ``jaxpr``, the set of labels of the inputs it uses.
+def _put(leaves: list, idx: list, values: list) -> list:
+  """``leaves`` with ``leaves[i]`` replaced by ``values[k]`` for ``i = idx[k]``."""
+  leaves = list(leaves)
+  for i, x in zip(idx, values):
+    leaves[i] = x
+  return leaves
 
-  ``inputs`` holds one label set per input variable. Nested ``jit`` calls
-  are followed; any other primitive with a sub-computation (a loop, a
-  condition, a custom derivative) is taken to mix all its inputs, which can
-  only mark more outputs as dependent, never fewer.
+
+def _forward(jaxpr: Any, inputs: list, rule: Callable, bottom: Any) -> list:
+  """A forward pass of abstract values over ``jaxpr``; one value per output.
+
+  ``inputs`` holds one value per input variable, literals and unknown
+  variables read ``bottom``, and ``rule(eqn, args)`` gives the value of the
+  outputs of any equation other than a nested ``jit`` call, which is
+  followed. A rule must treat any other primitive with a sub-computation (a
+  loop, a condition, a custom derivative) conservatively.
   """
-  uses = dict(zip(jaxpr.invars, inputs))
+  values = dict(zip(jaxpr.invars, inputs))
 
   def read(atom):
-    return frozenset() if isinstance(atom, jax_core.Literal) else (uses.get(atom, frozenset()))
+    return bottom if isinstance(atom, jax_core.Literal) else values.get(atom, bottom)
 
   for eqn in jaxpr.eqns:
     args = [read(a) for a in eqn.invars]
     inner = eqn.params.get("jaxpr")
     if eqn.primitive.name in ("jit", "pjit", "closed_call") and inner is not None:
-      outs = _dependence(getattr(inner, "jaxpr", inner), args)
+      outs = _forward(getattr(inner, "jaxpr", inner), args, rule, bottom)
     else:
-      mixed = frozenset().union(*args)
-      outs = [mixed] * len(eqn.outvars)
-    uses.update(zip(eqn.outvars, outs))
+      outs = [rule(eqn, args)] * len(eqn.outvars)
+    values.update(zip(eqn.outvars, outs))
   return [read(v) for v in jaxpr.outvars]
+
+
+def _dependence(jaxpr: Any, inputs: list) -> list:
+  """For each output of ``jaxpr``, the set of labels of the inputs it uses.
+
+  Every primitive mixes all its inputs, which can only mark more outputs as
+  dependent, never fewer.
+  """
+  return _forward(jaxpr, inputs, lambda _, args: frozenset().union(*args), frozenset())
 
 
 def live_state_leaves(
@@ -177,11 +194,10 @@ def live_state_leaves(
     return tuple(False for _ in s_leaves)
 
   def outputs(s_float, w, theta, g):
-    leaves = list(s_leaves)
-    for i, x in zip(floats, s_float):
-      leaves[i] = x
-    _, new_state = inner_update(g, jax.tree.unflatten(s_def, leaves), w, theta)
-    return [jax.tree.leaves(new_state)[i] for i in floats]
+    state = jax.tree.unflatten(s_def, _put(s_leaves, floats, s_float))
+    _, new_state = inner_update(g, state, w, theta)
+    new_leaves = jax.tree.leaves(new_state)
+    return [new_leaves[i] for i in floats]
 
   primals = ([s_leaves[i] for i in floats], params, hyperparams, grads)
   tangent_jvp = lambda *t: jax.jvp(outputs, primals, t)[1]
@@ -265,37 +281,28 @@ _NOT_SMOOTH = frozenset(
 )
 
 
-def _nan_prone_flags(jaxpr: Any, inputs: dict) -> list:
-  """:func:`_nan_prone_vars` for a nested program, given its inputs' flags."""
-  flags = dict(inputs)
+def _nan_prone_rule(eqn: Any, args: list) -> tuple[bool, bool, bool]:
+  """The flags ``(tangent, may be infinite, may be NaN)`` of an equation's outputs.
 
-  def read(atom):
-    if isinstance(atom, jax_core.Literal):
-      return (False, False, False)
-    return flags.get(atom, (False, False, False))
-
-  for eqn in jaxpr.eqns:
-    args = [read(a) for a in eqn.invars]
-    name = eqn.primitive.name
-    inner = eqn.params.get("jaxpr")
-    if name in ("jit", "pjit", "closed_call") and inner is not None:
-      inner = getattr(inner, "jaxpr", inner)
-      outs = _nan_prone_flags(inner, dict(zip(inner.invars, args)))
-    else:
-      tan = any(a[0] for a in args)
-      inf = any(a[1] for a in args) or name in _MAY_OVERFLOW
-      nan = any(a[2] for a in args) or (
-        tan
-        and (
-          any(a[1] for a in args)
-          or name in _NOT_SMOOTH
-          or "jaxpr" in eqn.params
-          or "call_jaxpr" in eqn.params
-        )
-      )
-      outs = [(tan, inf, nan)] * len(eqn.outvars)
-    flags.update(zip(eqn.outvars, outs))
-  return [read(v) for v in jaxpr.outvars]
+  A value depends on a tangent input; as a primal it may be infinite; as a
+  tangent it may be NaN (``0 * inf``) at a finite primal. A tangent becomes
+  NaN-prone where it meets a possibly infinite primal, or passes through a
+  primitive whose derivative may be infinite, or through any primitive with a
+  sub-computation.
+  """
+  name = eqn.primitive.name
+  tan = any(a[0] for a in args)
+  inf = any(a[1] for a in args) or name in _MAY_OVERFLOW
+  nan = any(a[2] for a in args) or (
+    tan
+    and (
+      any(a[1] for a in args)
+      or name in _NOT_SMOOTH
+      or "jaxpr" in eqn.params
+      or "call_jaxpr" in eqn.params
+    )
+  )
+  return (tan, inf, nan)
 
 
 def nan_prone(fn: Callable[..., Any], primals: tuple, tangents: tuple) -> list:
@@ -308,14 +315,13 @@ def nan_prone(fn: Callable[..., Any], primals: tuple, tangents: tuple) -> list:
   """
   shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tangents)
   closed = jax.make_jaxpr(lambda *t: jax.jvp(fn, primals, t)[1])(*shapes)
-  flags = _nan_prone_flags(
-    closed.jaxpr,
-    {v: (True, False, False) for v in closed.jaxpr.invars},
-  )
+  # The inputs are the tangents; the primals (closed over) are finite.
+  inputs = [(True, False, False)] * len(closed.jaxpr.invars)
+  flags = _forward(closed.jaxpr, inputs, _nan_prone_rule, (False, False, False))
   return [f[2] for f in flags]
 
 
-def _repair(tangent: Any, primal: Any, prone: Optional[list] = None) -> tuple[Any, jax.Array]:
+def _repair(tangent: Any, primal: Any, prone: list) -> tuple[Any, jax.Array]:
   """NaN tangent entries of finite primal entries set to 0, and whether any was.
 
   ``prone`` (one boolean per leaf, from :func:`nan_prone`) limits the repair
@@ -325,8 +331,6 @@ def _repair(tangent: Any, primal: Any, prone: Optional[list] = None) -> tuple[An
   """
   found = jnp.zeros([], bool)
   leaves, treedef = jax.tree.flatten(tangent)
-  if prone is None:
-    prone = [True] * len(leaves)
   fixed = []
   for t, x, p in zip(leaves, jax.tree.leaves(primal), prone):
     if not p or t.dtype == jax.dtypes.float0 or not _is_float(t):
@@ -436,10 +440,8 @@ def step_and_tangent(
   else:
 
     def step(g, s_live, w):
-      leaves = list(s_leaves)
-      for i, x in zip(idx, s_live):
-        leaves[i] = x
-      return inner_update(g, jax.tree.unflatten(s_def, leaves), w, hyperparams)
+      state = jax.tree.unflatten(s_def, _put(s_leaves, idx, s_live))
+      return inner_update(g, state, w, hyperparams)
 
     s_live = [s_leaves[i] for i in idx]
     if first_order:
@@ -492,10 +494,8 @@ def step_and_tangent(
     )
     # The leaves that are not live keep their zeros: passed through, so that
     # XLA neither reads nor writes them.
-    z_state = list(stored)
-    for i, z in zip(idx, z_live):
-      z_state[i] = z
-    new_tangent = Tangent(z_params, jax.tree.unflatten(s_def, z_state))
+    z_state = jax.tree.unflatten(s_def, _put(stored, idx, z_live))
+    new_tangent = Tangent(z_params, z_state)
     repaired = repaired | jnp.any(counts)
   return StepAndTangent(
     updates=optax.tree.cast_like(updates, grads),
