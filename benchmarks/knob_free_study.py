@@ -38,7 +38,6 @@ knob_free_study.png (test accuracy against the step size, one line per
 
 import argparse
 import os
-import platform
 import time
 
 import jax
@@ -361,10 +360,7 @@ def run(preset: str, out: str, tasks=None, seeds=None, progress=True) -> dict:
       best_constant_grid=lr_free.BEST_CONSTANT_GRID,
     ),
     wall_s=elapsed,
-    backend=jax.default_backend(),
-    machine=platform.machine(),
-    cpu_count=os.cpu_count(),
-    jax_version=jax.__version__,
+    **report.machine(),
     tasks=tasks_out,
   )
   os.makedirs(out, exist_ok=True)

@@ -20,10 +20,8 @@ wall time) and lm_lr.png (learning rates) under --out.
 
 import argparse
 import os
-import platform
 import time
 
-import jax
 import matplotlib
 from tqdm import tqdm
 
@@ -51,10 +49,7 @@ def run(preset: str, out: str, methods=None, seeds=None, progress: bool = True) 
     preset=preset,
     config=config._asdict(),
     wall_s=elapsed,
-    backend=jax.default_backend(),
-    machine=platform.machine(),
-    cpu_count=os.cpu_count(),
-    jax_version=jax.__version__,
+    **report.machine(),
     **bench,
   )
   os.makedirs(out, exist_ok=True)

@@ -24,10 +24,8 @@ time) and lr_free_schedules.png under --out.
 
 import argparse
 import os
-import platform
 import time
 
-import jax
 import matplotlib
 from tqdm import tqdm
 
@@ -86,10 +84,7 @@ def run(preset: str, out: str, methods=None, tasks=None, seeds=None, progress: b
       min_timing_s=cfg["min_timing_s"],
     ),
     wall_s=elapsed,
-    backend=jax.default_backend(),
-    machine=platform.machine(),
-    cpu_count=os.cpu_count(),
-    jax_version=jax.__version__,
+    **report.machine(),
     tasks=tasks_out,
   )
   os.makedirs(out, exist_ok=True)

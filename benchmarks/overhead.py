@@ -13,13 +13,13 @@ writes ``overhead.json`` and ``overhead.png`` under ``--out``.
 import argparse
 import json
 import os
-import platform
 
 import jax
 from tqdm import tqdm
 
 from marthe_lab import models
 from marthe_lab import overhead as oh
+from marthe_lab import report
 
 PRESETS = {
   # batch, val_batch, repeats, steps per repeat, models
@@ -94,11 +94,8 @@ def run(preset: str, inners, out: str) -> dict:
   result = dict(
     preset=preset,
     config=cfg,
-    backend=jax.default_backend(),
     devices=[str(d) for d in jax.devices()],
-    machine=platform.machine(),
-    cpu_count=os.cpu_count(),
-    jax_version=jax.__version__,
+    **report.machine(),
     rows=rows,
   )
   os.makedirs(out, exist_ok=True)

@@ -4,8 +4,10 @@
 import json
 import math
 import os
+import platform
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 
 
@@ -58,3 +60,13 @@ def format_value(x: float) -> str:
   if x is None or not math.isfinite(x):
     return "-"
   return f"{x:.0e}" if float(f"{x:.0e}") == x else f"{x:.1e}"
+
+
+def machine() -> dict:
+  """Where a benchmark ran: JAX's backend, the machine, its CPU count, JAX's version."""
+  return dict(
+    backend=jax.default_backend(),
+    machine=platform.machine(),
+    cpu_count=os.cpu_count(),
+    jax_version=jax.__version__,
+  )
