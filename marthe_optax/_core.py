@@ -123,7 +123,7 @@ def _restart(hyper: Hyper, start: Start, given: Start) -> Hyper:
 
 
 def _check_tangent(config: _step.Config, core: Core) -> None:
-  """The state holds a tangent exactly when this transformation keeps one."""
+  """The state holds a tangent and ``b`` exactly when this transformation keeps them."""
   stored = jax.tree.structure(core.tangent) != jax.tree.structure(_tangent.EMPTY_TANGENT)
   if stored == config.hessian_free:
     raise ValueError(
@@ -135,6 +135,15 @@ def _check_tangent(config: _step.Config, core: Core) -> None:
       "the other, as when optax.inject_hyperparams rebuilds the factory "
       "inside jit: keep mu static with optax.inject_hyperparams(mo.marthe, "
       "static_args=('inner', 'mu'))."
+    )
+  holds_b = jax.tree.structure(core.b) != jax.tree.structure(())
+  if holds_b != _step.keeps_b(config):
+    raise ValueError(
+      f"This state holds {'a' if holds_b else 'no'} b_(t-1), but this "
+      f"update's transformation {'keeps none (a fixed mu)' if holds_b else 'needs one'}"
+      ": the state comes from a transformation with another horizon mu. "
+      "Initialise it with this one, and keep mu static under "
+      "optax.inject_hyperparams (static_args=('inner', 'mu'))."
     )
 
 
@@ -196,7 +205,7 @@ def transformation(
           if config.hessian_free
           else _zeros(k, _tangent.Tangent(params, inner_state))
         ),
-        b=_zeros(k, params),
+        b=_zeros(k, params) if _step.keeps_b(config) else (),
         inner_state=inner_state,
         counters=_zero_counters(),
       )
@@ -241,7 +250,7 @@ def transformation(
         monitor=monitor,
         start=start,
         tangent=inner.tangent,
-        b=inner.b,
+        b=inner.b if _step.keeps_b(config) else (),
         inner_state=inner.inner_state,
         counters=_next_counters(core.counters, finite, cut, inner),
       )

@@ -152,6 +152,17 @@ def make_config(
   return config
 
 
+def keeps_b(config: Config) -> bool:
+  """Whether the state keeps ``b_{t-1}``, for the one-step hypergradient.
+
+  ``g'_1 = <b_{t-1}, grad E(w_t)>`` is read by appendix A's horizon, by its
+  moving average, and by HD (whose hypergradient it is). With a fixed horizon
+  nothing reads it, so the state holds no ``b`` and the step neither reads
+  nor writes a second params-sized tree.
+  """
+  return config.hessian_free or config.horizon != "fixed"
+
+
 def needs_hessian(config: Config) -> bool:
   """Whether the step forms a Hessian-vector product (needs ``value_fn``)."""
   return not (config.hessian_free or config.first_order)
@@ -216,7 +227,8 @@ def step(
     hyper: the previous step's scalars, vectors ``[K]``.
     monitor: the safeguard's smoothed training loss and its minimum.
     tangent: ``Z_t``, leaves with a leading axis ``K`` (empty for HD).
-    b: ``b_{t-1}``, leaves with a leading axis ``K``.
+    b: ``b_{t-1}``, leaves with a leading axis ``K`` (empty unless
+      :func:`keeps_b`).
     inner_state: ``s_t``.
     updates: ``grad L_t(w_t)``.
     params: ``w_t``.
@@ -231,8 +243,9 @@ def step(
   """
   dtype = hyper.value.dtype
   low, high = config.low, config.high
-  # The hypergradient and the one-step hypergradient.
-  g1 = _vdots(b, val_grads, dtype)
+  # The hypergradient and the one-step hypergradient (read only by the
+  # adaptive horizons and HD; a fixed horizon keeps no b, see keeps_b).
+  g1 = _vdots(b, val_grads, dtype) if keeps_b(config) else None
   # With mu identically 0, Z_t.w = b_{t-1}: the hypergradient is g1.
   h = g1 if config.hessian_free else _vdots(tangent.params, val_grads, dtype)
   # The horizon mu and appendix A's counter c.
@@ -262,7 +275,9 @@ def step(
     theta_t = _rules.next_hyperparam(hyper.value, beta_t, h, low, high)
   # Guard: a non-finite hypergradient, or an update of beta or theta that
   # overflows, changes no hyperparameter and resets its tangent.
-  finite = jnp.isfinite(h) & jnp.isfinite(g1) & jnp.isfinite(beta_t) & jnp.isfinite(theta_t)
+  finite = jnp.isfinite(h) & jnp.isfinite(beta_t) & jnp.isfinite(theta_t)
+  if g1 is not None:
+    finite = finite & jnp.isfinite(g1)
   new = Hyper(theta_t, beta_t, mu_t, c_t, h, agreement, m, v, n)
   kept = hyper._replace(hypergradient=jnp.zeros_like(h))
   cut = jnp.zeros([], bool)

@@ -248,9 +248,9 @@ def test_dtypes_are_preserved(name, inner, dtype):
   # params' dtype.
   for field in ("hyper_lr", "mu", "c", "hypergradient", "loss_ema"):
     assert getattr(s, field).dtype == jnp.float32, field
-  trees = [s.b.unseal()]
-  if name != "hd":  # HD keeps no tangent beyond b
-    trees.append(s.tangent.unseal().params)
+  # HD keeps no tangent beyond b; a fixed horizon (RTHO's mu = 1) no b.
+  trees = [t for t in (s.b.unseal(), s.tangent.unseal().params) if jax.tree.leaves(t)]
+  assert trees
   for tree in trees:
     assert {x.dtype for x in jax.tree.leaves(tree)} == {jnp.dtype(dtype)}
   chex.assert_tree_all_finite(state)
@@ -327,7 +327,7 @@ MAP_CASES = [pytest.param(lambda i, n=n: _tx(n, i), n in SINGLE, id=n) for n in 
 
 def _params_copies(s):
   """The params-shaped trees in a MARTHE state, with their own leading axes."""
-  copies = [s.b.unseal()]
+  copies = [s.b.unseal()] if jax.tree.leaves(s.b.unseal()) else []
   tangent = s.tangent.unseal()
   if jax.tree.leaves(tangent):
     copies.append(tangent.params)
@@ -348,10 +348,12 @@ def test_map_params_maps_every_params_copy(make, single, inner):
     for x in jax.tree.leaves(tree):
       if jnp.issubdtype(x.dtype, jnp.floating):  # step counts are not params
         assert np.all(np.asarray(x) == 7.0)
-  # b and the inner moments (a momentum trace, Adam's mu and nu), and their
-  # tangents unless HD: two leaves (w, b) each.
+  # b (unless the horizon is fixed), Z.w (unless HD), the inner moments (a
+  # momentum trace, Adam's mu and nu) and their tangents (unless HD): two
+  # leaves (w, b) each.
   moments = {"sgd": 0, "momentum": 1, "adam": 2}[inner]
-  copies = (1 + moments) * len(_params_copies(s))
+  has_tangent = bool(jax.tree.leaves(s.tangent.unseal()))
+  copies = len(_params_copies(s)) + moments * (1 + has_tangent)
   sevens = [x for x in jax.tree.leaves(mapped) if np.all(np.asarray(x) == 7.0)]
   assert len(sevens) == 2 * copies
   # The scalars are not params.
@@ -370,7 +372,8 @@ def test_map_params_maps_every_params_copy(make, single, inner):
     is_leaf=masked,
   )
   t = _marthe_state(tagged)
-  assert t.b.unseal() == specs
+  for copy in _params_copies(t):
+    assert copy == specs
   if single:
     assert t.learning_rate is None
   else:

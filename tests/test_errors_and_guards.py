@@ -73,6 +73,20 @@ def test_state_of_another_horizon_raises():
       tx.update(grads, other.init(params), params)
 
 
+def test_state_with_or_without_b_of_another_horizon_raises():
+  """A fixed horizon keeps no b_(t-1) (nothing reads the one-step
+  hypergradient); the adaptive ones do. A state of one and an update of the
+  other do not fit, and the error says so."""
+  fixed = mo.marthe(optax.sgd, 0.1, mu=0.99)
+  smoothed = mo.marthe(optax.sgd, 0.1, mu="smoothed")
+  _, params, grads, _ = _setup(fixed)
+  assert fixed.init(params).b.unseal() == ()
+  chex.assert_trees_all_equal_shapes(smoothed.init(params).b.unseal(), params)
+  for tx, other in ((fixed, smoothed), (smoothed, fixed)):
+    with pytest.raises(ValueError, match="another horizon mu"):
+      tx.update(grads, other.init(params), params, val_grads=grads)
+
+
 def test_mismatched_trees_raise():
   tx = mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e-3)
   problem, params, grads, state = _setup(tx)
