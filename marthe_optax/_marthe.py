@@ -77,7 +77,7 @@ def marthe(
     any ``c > 0`` leaves the whole trajectory unchanged, so one default
     serves every task. By default the tangent is first order (the
     Hessian-vector product dropped, ``value_fn`` not needed) and the horizon
-    is a smoothed version of appendix A's (``mu='smoothed'``). A safeguard
+    is fixed at ``mu = 0.99`` (about 100 steps; no ``b_{t-1}`` kept). A safeguard
     watches the training loss passed as ``value=``: when its moving average
     exceeds twice its running minimum, or the hypergradient is not finite,
     the learning rate is halved and the moments and tangent reset, inside
@@ -149,7 +149,7 @@ def marthe(
       ``mu_t = q~_t ** (1 / (c_{t-1} + 1))``; ``'smoothed'`` is the same
       with ``q~`` replaced by its moving average (decay 0.9), so one noisy
       minibatch does not reset the horizon. ``None``: ``'adaptive'`` for
-      eq. 5, ``'smoothed'`` for the knob-free rule.
+      eq. 5, ``0.99`` for the knob-free rule.
     first_order: drop the Hessian-vector product from the tangent
       (``H_t = 0``; the inner-state tangent is still propagated), so that
       ``value_fn`` is not needed and a step costs about an HD step with a

@@ -26,7 +26,7 @@ from marthe_optax._state import Monitor
 # The knob-free mode's defaults (chosen on the learning-rate-free benchmark
 # tasks, see docs/knob_free.md; the same for every task).
 DEFAULT_STEP_SIZE = 0.03
-DEFAULT_HORIZON = "smoothed"
+DEFAULT_HORIZON = 0.99
 DEFAULT_FIRST_ORDER = True
 # Internal constants of the scale-free rule and the safeguard.
 MOMENT_DECAYS = (0.9, 0.999)
@@ -123,7 +123,7 @@ def make_config(
     >>> from marthe_optax import _step
     >>> config = _step.make_config(None, None, None, None, 2)(jnp.float32)
     >>> config.scale_free, config.horizon, config.first_order
-    (True, 'smoothed', True)
+    (True, 'fixed', True)
     >>> config.step_size
     Array([0.03, 0.03], dtype=float32)
     >>> _step.make_config(0.0, 0.0, None, None, 1)(jnp.float32).hessian_free

@@ -20,7 +20,13 @@ The ``floor`` (SGD inner only) is the least a MARTHE-over-SGD step must
 compute, written out by hand (:func:`floor_step`): the jvp of the training
 gradient along ``Z`` (gradient and Hessian-vector product together), the
 validation gradient, one dot product, the SGD step and the tangent update.
-``marthe / floor`` is what the package's bookkeeping costs.
+``marthe / floor`` is what the package's bookkeeping costs. The floor has a
+fixed horizon (``mu = 1``); ``floor_adaptive`` adds what appendix A's
+horizon needs on top, written out by hand too: ``b_{t-1}`` kept, the
+one-step hypergradient ``<b_{t-1}, grad E(w_t)>`` (a second dot product),
+``mu_t`` and eq. 5's adaptive ``beta``. The paper's ``marthe`` (appendix A's
+horizon) is measured against it, RTHO and the knob-free full tangent (fixed
+horizons) against ``floor``.
 
 Every timed step returns the training loss ``L_t(w_t)`` with the params and
 the state, as a training loop that logs it does. The protocol matters on
@@ -68,6 +74,8 @@ and HD gets no extra argument)."""
 METHODS = ("plain", "hd", "hd_val", "knob_free", "knob_free_full", "rtho", "marthe")
 MULTI_METHODS = ("marthe_k1", "marthe_k2", "marthe_k4")
 FLOOR = "floor"
+FLOOR_ADAPTIVE = "floor_adaptive"
+FLOORS = (FLOOR, FLOOR_ADAPTIVE)
 
 
 def _multi(method: str, inner, lr) -> tuple:
@@ -129,6 +137,54 @@ class FloorState(NamedTuple):
   learning_rate: jax.Array
 
 
+class AdaptiveFloorState(NamedTuple):
+  """The adaptive floor's state: ``Z_t``, ``b_{t-1}`` and the scalars of the
+  paper's step (``eta``, ``beta``, ``mu``, ``c``, ``h_{t-1}``)."""
+
+  tangent: optax.Params
+  b: optax.Params
+  learning_rate: jax.Array
+  hyper_lr: jax.Array
+  mu: jax.Array
+  c: jax.Array
+  hypergradient: jax.Array
+
+
+def floor_adaptive_step(model: models.Model, kappa: float = 1e-8):
+  """:func:`floor_step` with appendix A's horizon and eq. 5's adaptive beta.
+
+  ``h = <Z_t, grad E>``, ``g1 = <b_{t-1}, grad E>``, ``mu_t = clip(h / g1, 0,
+  1) ** (1 / (c_{t-1} + 1))``, ``c_t = mu_{t-1} (1 + c_{t-1})``, ``beta_t =
+  max(beta + kappa h h_{t-1}, 0)``, ``eta_t = max(eta - beta_t h, 0)``,
+  ``Z_{t+1} = mu_t (Z_t - eta_t H_t Z_t) - g_t``, ``b_t = -g_t``. No guard, no
+  bookkeeping: the reference of the paper's mode.
+
+  Returns:
+    The jit-compiled ``step(params, state, x, y, x_val, y_val) -> (params,
+    state, L_t)`` (params and an :class:`AdaptiveFloorState` donated).
+  """
+  loss = lambda p, x, y: models.cross_entropy(model.apply, p, x, y)
+
+  def run(params, state, x, y, x_val, y_val):
+    (value, grads), (_, hz) = jax.jvp(
+      lambda p: jax.value_and_grad(loss)(p, x, y), (params,), (state.tangent,)
+    )
+    val_grads = jax.grad(loss)(params, x_val, y_val)
+    h = optax.tree.vdot(state.tangent, val_grads)
+    g1 = optax.tree.vdot(state.b, val_grads)
+    q = jnp.clip(jnp.where(g1 != 0, h / jnp.where(g1 != 0, g1, 1.0), 0.0), 0.0, 1.0)
+    mu = q ** (1 / (state.c + 1))
+    beta = jnp.maximum(state.hyper_lr + kappa * h * state.hypergradient, 0.0)
+    eta = jnp.maximum(state.learning_rate - beta * h, 0.0)
+    tangent = jax.tree.map(lambda z, hz_, g: mu * (z - eta * hz_) - g, state.tangent, hz, grads)
+    b = jax.tree.map(jnp.negative, grads)
+    params = jax.tree.map(lambda w, g: w - eta * g, params, grads)
+    c = state.mu * (1 + state.c)
+    return params, AdaptiveFloorState(tangent, b, eta, beta, mu, c, h), value
+
+  return jax.jit(run, donate_argnums=(0, 1))
+
+
 def floor_step(model: models.Model, hyper_lr: float = 1e-8):
   """The least a MARTHE-over-SGD step computes, written out by hand.
 
@@ -185,13 +241,18 @@ def build_case(model, method, inner_name, batch, val_batch, key) -> tuple:
   y = jax.random.randint(ky, (batch,), 0, 10)
   x_val = jax.random.normal(kv, (val_batch,) + model.input_shape)
   y_val = jax.random.randint(kw, (val_batch,), 0, 10)
-  if method == FLOOR:
+  if method in FLOORS:
     if inner_name != "sgd":
       raise ValueError(f"the floor is a MARTHE-over-SGD step; got {inner_name!r}")
-    state = FloorState(
-      optax.tree.zeros_like(params), jnp.asarray(LEARNING_RATES["sgd"], jnp.float32)
-    )
-    step = floor_step(model)
+    zeros, lr = optax.tree.zeros_like(params), jnp.asarray(LEARNING_RATES["sgd"], jnp.float32)
+    if method == FLOOR:
+      state, step = FloorState(zeros, lr), floor_step(model)
+    else:
+      scalar = lambda: jnp.zeros([], jnp.float32)
+      state = AdaptiveFloorState(
+        zeros, optax.tree.zeros_like(params), lr, scalar(), scalar(), scalar(), scalar()
+      )
+      step = floor_adaptive_step(model)
   else:
     tx = make_transformation(method, inner_name)
     state = tx.init(params)
