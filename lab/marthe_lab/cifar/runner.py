@@ -57,7 +57,7 @@ def run_one(
   if budget is not None and budget.used_up():
     raise budget.stop(f"before {method} seed {seed}")
   spe = prepared.spe
-  state, step, evaluate = build(cfg, prepared, method, seed, kappa)
+  state, run_epoch, evaluate = build(cfg, prepared, method, seed, kappa, epoch=True)
   n_train, n_val = len(prepared.data.x_train), len(prepared.data.x_val)
   rng = np.random.default_rng(seed)
   key = jax.random.key(seed)
@@ -95,17 +95,16 @@ def run_one(
   for epoch in range(first_epoch, cfg.epochs):
     if diverged:
       break
+    # The epoch's minibatches, drawn in the order of one draw per step.
     perm = rng.permutation(n_train)
-    epoch_metrics = []
-    for i in range(spe):
-      idx = jnp.asarray(perm[i * cfg.batch_size : (i + 1) * cfg.batch_size])
-      vidx = jnp.asarray(rng.integers(0, n_val, cfg.val_batch_size))
-      t = epoch * spe + i
-      state, metrics = step(state, prepared.device, idx, vidx, jax.random.fold_in(key, t))
-      epoch_metrics.append(metrics)
-      if bar.update() or i == spe - 1:
-        bar.set_postfix(lr=f"{float(metrics['lr']):.3g}", loss=f"{float(metrics['loss']):.3f}")
-    stacked = jax.tree.map(lambda *xs: np.asarray(jnp.stack(xs)), *epoch_metrics)
+    idx = perm[: spe * cfg.batch_size].reshape(spe, cfg.batch_size)
+    vidx = np.stack([rng.integers(0, n_val, cfg.val_batch_size) for _ in range(spe)])
+    state, metrics = run_epoch(
+      state, prepared.device, jnp.asarray(idx), jnp.asarray(vidx), key, epoch * spe
+    )
+    stacked = jax.tree.map(np.asarray, metrics)
+    bar.update(spe)
+    bar.set_postfix(lr=f"{stacked['lr'][-1]:.3g}", loss=f"{stacked['loss'][-1]:.3f}")
     lr_trace.extend(float(v) for v in stacked["lr"])
     val_loss, val_acc = evaluate(state, prepared.val_chunks)
     test_loss, test_acc = evaluate(state, prepared.test_chunks)

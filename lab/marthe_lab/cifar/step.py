@@ -165,6 +165,31 @@ def make_train_step(
   return jax.jit(step, donate_argnums=0) if jit else step
 
 
+def make_epoch(step: Callable) -> Callable:
+  """One epoch of ``step`` as one compiled program (:func:`marthe_lab.loop.scan`).
+
+  Args:
+    step: the pure training step of :func:`make_train_step` (``jit=False``).
+
+  Returns:
+    ``epoch(state, data, idx, vidx, key, t0) -> (state, metrics)``, jitted with
+    ``state`` donated: ``idx`` ``[S, batch]`` and ``vidx`` ``[S, val_batch]``
+    are the epoch's ``S`` minibatches, step ``t0 + i`` uses
+    ``jax.random.fold_in(key, t0 + i)``, and ``metrics`` are the step's,
+    stacked over the ``S`` steps.
+  """
+
+  def epoch(state, data, idx, vidx, key, t0):
+    def body(state, x):
+      i, v, t = x
+      return step(state, data, i, v, jax.random.fold_in(key, t))
+
+    ts = t0 + jnp.arange(idx.shape[0])
+    return jax.lax.scan(body, state, (idx, vidx, ts))
+
+  return jax.jit(epoch, donate_argnums=0)
+
+
 def make_evaluate(graphdef: Any, mean, std) -> Callable:
   """``evaluate(state, chunks) -> (mean CE, accuracy)`` in inference mode.
 
@@ -226,16 +251,22 @@ def initial_state(params: Any, model_state: Any, tx: optax.GradientTransformatio
   return State(params, model_state, tx.init(params), jnp.zeros([], jnp.int32))
 
 
-def build(cfg: Config, prepared: Prepared, method: str, seed: int, kappa):
-  """``(state, step, evaluate)`` for one method and seed."""
+def build(cfg: Config, prepared: Prepared, method: str, seed: int, kappa, epoch: bool = False):
+  """``(state, step, evaluate)`` for one method and seed.
+
+  With ``epoch``, ``step`` is the method's :func:`make_epoch` (one compiled
+  program per epoch) instead of its jitted single step.
+  """
   data = prepared.data
   model = cifar_models.make(cfg.model, data.num_classes, cfg.width, seed)
   tx, learning_rate = make_optimizer(cfg, method, prepared.spe, kappa)
   graphdef, params, model_state = split(model)
-  if method not in prepared.steps:
-    prepared.steps[method] = make_train_step(
-      graphdef, cfg, method, tx, learning_rate, data.mean, data.std
+  name = (method, epoch)
+  if name not in prepared.steps:
+    step = make_train_step(
+      graphdef, cfg, method, tx, learning_rate, data.mean, data.std, jit=not epoch
     )
+    prepared.steps[name] = make_epoch(step) if epoch else step
   if prepared.evaluate is None:
     prepared.evaluate = make_evaluate(graphdef, data.mean, data.std)
-  return (initial_state(params, model_state, tx), prepared.steps[method], prepared.evaluate)
+  return (initial_state(params, model_state, tx), prepared.steps[name], prepared.evaluate)
