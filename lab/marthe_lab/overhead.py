@@ -150,6 +150,21 @@ class AdaptiveFloorState(NamedTuple):
   hypergradient: jax.Array
 
 
+def _floor_gradients(model: models.Model):
+  """``(params, tangent, x, y, x_val, y_val) -> (L_t, g_t, H_t Z_t, grad E)``:
+  one forward-over-reverse jvp of the training gradient along ``Z_t`` and the
+  validation gradient, what every floor computes first."""
+  loss = lambda p, x, y: models.cross_entropy(model.apply, p, x, y)
+
+  def gradients(params, tangent, x, y, x_val, y_val):
+    (value, grads), (_, hz) = jax.jvp(
+      lambda p: jax.value_and_grad(loss)(p, x, y), (params,), (tangent,)
+    )
+    return value, grads, hz, jax.grad(loss)(params, x_val, y_val)
+
+  return gradients
+
+
 def floor_adaptive_step(model: models.Model, kappa: float = 1e-8):
   """:func:`floor_step` with appendix A's horizon and eq. 5's adaptive beta.
 
@@ -163,13 +178,10 @@ def floor_adaptive_step(model: models.Model, kappa: float = 1e-8):
     The jit-compiled ``step(params, state, x, y, x_val, y_val) -> (params,
     state, L_t)`` (params and an :class:`AdaptiveFloorState` donated).
   """
-  loss = lambda p, x, y: models.cross_entropy(model.apply, p, x, y)
+  gradients = _floor_gradients(model)
 
   def run(params, state, x, y, x_val, y_val):
-    (value, grads), (_, hz) = jax.jvp(
-      lambda p: jax.value_and_grad(loss)(p, x, y), (params,), (state.tangent,)
-    )
-    val_grads = jax.grad(loss)(params, x_val, y_val)
+    value, grads, hz, val_grads = gradients(params, state.tangent, x, y, x_val, y_val)
     h = optax.tree.vdot(state.tangent, val_grads)
     g1 = optax.tree.vdot(state.b, val_grads)
     q = jnp.clip(jnp.where(g1 != 0, h / jnp.where(g1 != 0, g1, 1.0), 0.0), 0.0, 1.0)
@@ -202,13 +214,10 @@ def floor_step(model: models.Model, hyper_lr: float = 1e-8):
     The jit-compiled ``step(params, state, x, y, x_val, y_val) -> (params,
     state, L_t)`` (params and a :class:`FloorState` donated).
   """
-  loss = lambda p, x, y: models.cross_entropy(model.apply, p, x, y)
+  gradients = _floor_gradients(model)
 
   def run(params, state, x, y, x_val, y_val):
-    (value, grads), (_, hz) = jax.jvp(
-      lambda p: jax.value_and_grad(loss)(p, x, y), (params,), (state.tangent,)
-    )
-    val_grads = jax.grad(loss)(params, x_val, y_val)
+    value, grads, hz, val_grads = gradients(params, state.tangent, x, y, x_val, y_val)
     hypergradient = optax.tree.vdot(state.tangent, val_grads)
     eta = jnp.maximum(state.learning_rate - hyper_lr * hypergradient, 0.0)
     tangent = jax.tree.map(lambda z, h, g: z - eta * h - g, state.tangent, hz, grads)
