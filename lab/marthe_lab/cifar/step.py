@@ -145,47 +145,73 @@ def make_train_step(
     (``L_t(w_t)``), ``ce``, ``lr`` (the rate the step used) and
     ``hypergradient`` (0 for the schedules).
   """
-  registry = METHODS[method].registry
   one_step = make_one_step(graphdef, cfg, method, tx)
+  metrics = _metrics(method, learning_rate)
 
   def step(state, data, idx, vidx, key):
     batch, val_batch = make_batches(cfg, data, mean, std)((idx, vidx, key))
     params, opt_state, model_state, out = one_step(
       state.params, state.opt_state, batch, val_batch, state.model_state
     )
-    hypergradient = optax.tree.get(opt_state, "hypergradient", 0.0)
-    metrics = dict(
-      loss=out.value,
-      ce=out.aux,
-      lr=registry.learning_rate(opt_state, state.step, learning_rate),
-      hypergradient=jnp.asarray(hypergradient, jnp.float32),
-    )
-    return State(params, model_state, opt_state, state.step + 1), metrics
+    new = State(params, model_state, opt_state, state.step + 1)
+    return new, metrics(opt_state, state.step, out)
 
   return jax.jit(step, donate_argnums=0) if jit else step
 
 
-def make_epoch(step: Callable) -> Callable:
-  """One epoch of ``step`` as one compiled program (:func:`marthe_lab.loop.scan`).
+def _metrics(method: str, learning_rate: Any) -> Callable:
+  """``(opt_state, t, out) -> metrics`` of a step (:func:`make_train_step`)."""
+  registry = METHODS[method].registry
 
-  Args:
-    step: the pure training step of :func:`make_train_step` (``jit=False``).
+  def metrics(opt_state, t, out):
+    hypergradient = optax.tree.get(opt_state, "hypergradient", 0.0)
+    return dict(
+      loss=out.value,
+      ce=out.aux,
+      lr=registry.learning_rate(opt_state, t, learning_rate),
+      hypergradient=jnp.asarray(hypergradient, jnp.float32),
+    )
+
+  return metrics
+
+
+def make_epoch(
+  graphdef: Any,
+  cfg: Config,
+  method: str,
+  tx: optax.GradientTransformation,
+  learning_rate: Any,
+  mean: Sequence[float],
+  std: Sequence[float],
+) -> Callable:
+  """One epoch of the step as one compiled program (:func:`marthe_lab.loop.scan`).
+
+  The arguments are :func:`make_train_step`'s.
 
   Returns:
     ``epoch(state, data, idx, vidx, key, t0) -> (state, metrics)``, jitted with
     ``state`` donated: ``idx`` ``[S, batch]`` and ``vidx`` ``[S, val_batch]``
     are the epoch's ``S`` minibatches, step ``t0 + i`` uses
-    ``jax.random.fold_in(key, t0 + i)``, and ``metrics`` are the step's,
-    stacked over the ``S`` steps.
+    ``jax.random.fold_in(key, t0 + i)`` (as :func:`make_train_step`'s
+    ``key``), and ``metrics`` are :func:`make_train_step`'s, stacked over the
+    ``S`` steps.
   """
+  one_step = make_one_step(graphdef, cfg, method, tx)
+  metrics = _metrics(method, learning_rate)
 
   def epoch(state, data, idx, vidx, key, t0):
-    def body(state, x):
-      i, v, t = x
-      return step(state, data, i, v, jax.random.fold_in(key, t))
-
-    ts = t0 + jnp.arange(idx.shape[0])
-    return jax.lax.scan(body, state, (idx, vidx, ts))
+    make = make_batches(cfg, data, mean, std)
+    run = loop.scan(
+      one_step,
+      state.params,
+      state.opt_state,
+      (idx, vidx, t0 + jnp.arange(idx.shape[0])),
+      batches=lambda x: make((x[0], x[1], jax.random.fold_in(key, x[2]))),
+      record=lambda x, params, opt_state, out: metrics(opt_state, x[2], out),
+      model_state=state.model_state,
+    )
+    new = State(run.params, run.model_state, run.opt_state, state.step + idx.shape[0])
+    return new, run.records
 
   return jax.jit(epoch, donate_argnums=0)
 
@@ -263,10 +289,8 @@ def build(cfg: Config, prepared: Prepared, method: str, seed: int, kappa, epoch:
   graphdef, params, model_state = split(model)
   name = (method, epoch)
   if name not in prepared.steps:
-    step = make_train_step(
-      graphdef, cfg, method, tx, learning_rate, data.mean, data.std, jit=not epoch
-    )
-    prepared.steps[name] = make_epoch(step) if epoch else step
+    make = make_epoch if epoch else make_train_step
+    prepared.steps[name] = make(graphdef, cfg, method, tx, learning_rate, data.mean, data.std)
   if prepared.evaluate is None:
     prepared.evaluate = make_evaluate(graphdef, data.mean, data.std)
   return (initial_state(params, model_state, tx), prepared.steps[name], prepared.evaluate)
