@@ -125,16 +125,20 @@ def _put(leaves: list, idx: list, values: list) -> list:
   return leaves
 
 
-def _forward(jaxpr: Any, inputs: list, rule: Callable, bottom: Any) -> list:
+def _forward(
+  jaxpr: Any, inputs: list, rule: Callable, bottom: Any, values: Optional[dict] = None
+) -> list:
   """A forward pass of abstract values over ``jaxpr``; one value per output.
 
   ``inputs`` holds one value per input variable, literals and unknown
   variables read ``bottom``, and ``rule(eqn, args)`` gives the value of the
   outputs of any equation other than a nested ``jit`` call, which is
   followed. A rule must treat any other primitive with a sub-computation (a
-  loop, a condition, a custom derivative) conservatively.
+  loop, a condition, a custom derivative) conservatively. ``values``, when
+  given, receives the value of every variable of ``jaxpr``.
   """
-  values = dict(zip(jaxpr.invars, inputs))
+  values = {} if values is None else values
+  values.update(zip(jaxpr.invars, inputs))
 
   def read(atom):
     return bottom if isinstance(atom, jax_core.Literal) else values.get(atom, bottom)
@@ -305,20 +309,60 @@ def _nan_prone_rule(eqn: Any, args: list) -> tuple[bool, bool, bool]:
   return (tan, inf, nan)
 
 
+def _scaled_factor(producers: dict, var: Any, scalar_ok: Callable[[Any], bool]) -> Any:
+  """``X`` when ``var = mul(c, X)`` (either order) with ``scalar_ok(c)``, else ``None``.
+
+  Tells when a tangent is a scalar multiple of an array of the primal (see
+  :func:`nan_prone`).
+  """
+  eqn = producers.get(var)
+  if eqn is None or eqn.primitive.name != "mul":
+    return None
+  a, b = eqn.invars
+  for c, x in ((a, b), (b, a)):
+    if scalar_ok(c) and not isinstance(x, jax_core.Literal):
+      return x
+  return None
+
+
 def nan_prone(fn: Callable[..., Any], primals: tuple, tangents: tuple) -> list:
   """For each leaf of ``jax.jvp(fn, primals, tangents)[1]``: may it be NaN
   where its primal is finite? (Trace-time analysis of the jvp's program.)
 
   ``sqrt``'s derivative at 0 times a zero tangent is such a NaN (Adam's
   ``sqrt(nu)`` at ``nu = 0``); a linear update such as SGD's or momentum's
-  has none, so :func:`_repair` skips it.
+  has none, so :func:`_repair` skips it. Neither has a tangent that is a
+  scalar times the same array ``X`` as its primal (``du = -d eta * X`` and
+  ``u = -eta * X``, an update linear in the learning rate, Adam's included):
+  where such a tangent is NaN and its scalar factor is not NaN-prone itself,
+  ``X`` is not finite, so neither is the primal.
   """
   shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tangents)
-  closed = jax.make_jaxpr(lambda *t: jax.jvp(fn, primals, t)[1])(*shapes)
+  closed = jax.make_jaxpr(lambda *t: jax.jvp(fn, primals, t))(*shapes)
+  jaxpr = closed.jaxpr
+  n = len(jaxpr.outvars) // 2
   # The inputs are the tangents; the primals (closed over) are finite.
-  inputs = [(True, False, False)] * len(closed.jaxpr.invars)
-  flags = _forward(closed.jaxpr, inputs, _nan_prone_rule, (False, False, False))
-  return [f[2] for f in flags]
+  bottom = (False, False, False)
+  inputs = [(True, False, False)] * len(jaxpr.invars)
+  values: dict = {}
+  flags = _forward(jaxpr, inputs, _nan_prone_rule, bottom, values)
+  producers = {v: e for e in jaxpr.eqns for v in e.outvars}
+  is_scalar = lambda c: isinstance(c, jax_core.Literal) or jnp.ndim(c.aval) == 0
+  # The tangent's scalar factor must not be NaN-prone itself (d sqrt(eta) at 0).
+  finite_scalar = lambda c: is_scalar(c) and not (
+    not isinstance(c, jax_core.Literal) and values.get(c, bottom)[2]
+  )
+  prone = []
+  for primal_out, tangent_out, flag in zip(jaxpr.outvars[:n], jaxpr.outvars[n:], flags[n:]):
+    x = _scaled_factor(producers, tangent_out, finite_scalar) if flag[2] else None
+    # X carries no tangent (a primal) and is the primal's factor too.
+    shared = (
+      x is not None
+      and not values.get(x, bottom)[0]
+      and _scaled_factor(producers, primal_out, is_scalar) is x
+    )
+    prone.append(flag[2] and not shared)
+  return prone
 
 
 def _repair(tangent: Any, primal: Any, prone: list) -> tuple[Any, jax.Array]:

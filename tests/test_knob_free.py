@@ -156,17 +156,37 @@ def test_live_state_leaves_of_the_tangent(name, first_order, full):
   [
     ("sgd", (False,)),  # linear in the gradient and the rate: nothing to repair
     ("momentum", (False, False)),
-    ("adam", (True, False, False, False)),  # u: sqrt(nu); count, mu, nu: linear
-    ("chain", (True, False)),  # clip_by_global_norm divides by the norm
+    # u = -eta X with X = mu_hat / (sqrt(nu_hat) + eps), which may be infinite; but
+    # du = -d eta X: where it is NaN, X is not finite and neither is u.
+    ("adam", (False, False, False, False)),
+    # clip_by_global_norm divides by the norm, but again du = -d eta X, u = -eta X.
+    ("chain", (False, False)),
+    # d sqrt(eta) is infinite at eta = 0 (where u = 0): the scalar factor is NaN-prone.
+    ("sqrt_rate", (True,)),
   ],
 )
 def test_nan_prone_tangent_leaves(name, prone):
   params = {"w": jnp.ones((3, 2))}
-  inner = P.INNERS[name]
+  inner = (lambda lr: optax.sgd(jnp.sqrt(lr))) if name == "sqrt_rate" else P.INNERS[name]
   state = inner(0.1).init(params)
   step = lambda theta: inner(theta[0]).update(params, state, params)
   flags = _tangent.nan_prone(step, (jnp.array([0.1]),), (jnp.array([1.0]),))
   assert tuple(flags) == prone
+
+
+def test_a_tangent_flagged_not_nan_prone_has_no_nan_at_a_finite_primal():
+  """The linear-in-the-rate rule is sound: at eta = 0 with a zero second moment
+  (Adam's X = 0 / (0 + eps) = 0) and at an infinite gradient (X, u not finite),
+  d u / d eta is NaN only where u is not finite."""
+  params = {"w": jnp.zeros((2,))}
+  for grads in ({"w": jnp.array([0.0, 1.0])}, {"w": jnp.array([jnp.inf, 1.0])}):
+    for eta in (0.0, 0.1):
+      tx = lambda theta: optax.adam(theta[0])
+      state = tx(jnp.array([eta])).init(params)
+      step = lambda theta: tx(theta)[1](grads, state, params)[0]
+      u, du = jax.jvp(step, (jnp.array([eta]),), (jnp.array([1.0]),))
+      bad = jnp.isnan(du["w"]) & jnp.isfinite(u["w"])
+      assert not bool(jnp.any(bad)), (grads, eta)
 
 
 def _linear_problem(seed=0, steps=8, dim=6):
