@@ -184,29 +184,36 @@ def check_state_sharding(state: mo.MartheState, params_sharding, inner) -> dict:
   )
 
 
-def run_layout(tx, params0, train, val, layout, steps: int, key: str) -> dict:
-  """Trains ``steps`` steps in one layout; returns trajectories and diagnostics."""
-  step = functools.partial(train_step, tx)
+def place(tx, step, params0, layout, third_sharding):
+  """``(params, state, put_batch, jitted step)`` on one device (``layout`` None)
+  or in ``layout = (params_sharding, batch_sharding)`` with the state sharded
+  by :func:`marthe_optax.sharding.state_sharding`; the step's third output is
+  placed by ``third_sharding(state_sharding)``. Params and state are donated."""
   if layout is None:
     device = jax.devices()[0]
-    put_params = put_batch = lambda x: jax.device_put(x, device)
-    params = put_params(params0)
-    state = jax.jit(tx.init)(params)
-    jitted = jax.jit(step, donate_argnums=(0, 1))
-  else:
-    params_sharding, batch_sharding = layout
-    params = jax.device_put(params0, params_sharding)
-    state_sharding = mo_sharding.state_sharding(
-      jax.eval_shape(tx.init, params), params, params_sharding
-    )
-    state = jax.jit(tx.init, out_shardings=state_sharding)(params)
-    put_batch = lambda x: jax.device_put(x, batch_sharding)
-    jitted = jax.jit(
-      step,
-      in_shardings=(params_sharding, state_sharding, batch_sharding, batch_sharding),
-      out_shardings=(params_sharding, state_sharding, state_sharding.learning_rate),
-      donate_argnums=(0, 1),
-    )
+    put_batch = lambda x: jax.device_put(x, device)
+    params = put_batch(params0)
+    return params, jax.jit(tx.init)(params), put_batch, jax.jit(step, donate_argnums=(0, 1))
+  params_sharding, batch_sharding = layout
+  params = jax.device_put(params0, params_sharding)
+  state_sharding = mo_sharding.state_sharding(
+    jax.eval_shape(tx.init, params), params, params_sharding
+  )
+  state = jax.jit(tx.init, out_shardings=state_sharding)(params)
+  jitted = jax.jit(
+    step,
+    in_shardings=(params_sharding, state_sharding, batch_sharding, batch_sharding),
+    out_shardings=(params_sharding, state_sharding, third_sharding(state_sharding)),
+    donate_argnums=(0, 1),
+  )
+  return params, state, lambda x: jax.device_put(x, batch_sharding), jitted
+
+
+def run_layout(tx, params0, train, val, layout, steps: int, key: str) -> dict:
+  """Trains ``steps`` steps in one layout; returns trajectories and diagnostics."""
+  params, state, put_batch, jitted = place(
+    tx, functools.partial(train_step, tx), params0, layout, lambda s: s.learning_rate
+  )
   val_batch = put_batch(val)
   batch0 = put_batch((train[0][0], train[1][0]))
   t0 = time.perf_counter()
@@ -417,25 +424,11 @@ def multi_case(mesh, params0, train, val, tx, steps: int) -> dict:
   params_sharding = mo_sharding.fsdp_sharding(params0, mesh)
   batch_sharding = NamedSharding(mesh, P("data"))
   runs = {}
-  for layout in ("single", "fsdp"):
-    if layout == "single":
-      put_params = put_batch = lambda x: jax.device_put(x, jax.devices()[0])
-      params = put_params(params0)
-      state = jax.jit(tx.init)(params)
-      jitted = jax.jit(step, donate_argnums=(0, 1))
-    else:
-      params = jax.device_put(params0, params_sharding)
-      state_sharding = mo_sharding.state_sharding(
-        jax.eval_shape(tx.init, params), params, params_sharding
-      )
-      state = jax.jit(tx.init, out_shardings=state_sharding)(params)
-      put_batch = lambda x: jax.device_put(x, batch_sharding)
-      jitted = jax.jit(
-        step,
-        in_shardings=(params_sharding, state_sharding, batch_sharding, batch_sharding),
-        out_shardings=(params_sharding, state_sharding, NamedSharding(mesh, P())),
-        donate_argnums=(0, 1),
-      )
+  placements = {"single": None, "fsdp": (params_sharding, batch_sharding)}
+  for layout, placement in placements.items():
+    params, state, put_batch, jitted = place(
+      tx, step, params0, placement, lambda _: NamedSharding(mesh, P())
+    )
     val_batch = put_batch(val)
     logs = []
     for t in range(steps):

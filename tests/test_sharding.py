@@ -360,11 +360,12 @@ def _mlp_shapes():
   ids=["k2", "k4"],
 )
 @pytest.mark.parametrize("first_order", [True, False], ids=["first_order", "hvp"])
-def test_state_sharding_stacked_slices(hyperparams, first_order):
+@pytest.mark.parametrize("mu,copies", [("smoothed", 4), (0.99, 3)], ids=["smoothed", "fixed"])
+def test_state_sharding_stacked_slices(hyperparams, first_order, mu, copies):
   """marthe_multi's [K, ...] tangents and b: leading axis whole, rest like the param."""
   params = _mlp_shapes()
   params_sharding = mo_sharding.fsdp_sharding(params, MESH)
-  tx = mo.marthe_multi(optax.adamw, hyperparams, first_order=first_order)
+  tx = mo.marthe_multi(optax.adamw, hyperparams, first_order=first_order, mu=mu)
   state = jax.eval_shape(tx.init, params)
   sharding = mo_sharding.state_sharding(state, params, params_sharding)
   assert jax.tree.structure(sharding) == jax.tree.structure(state)
@@ -372,12 +373,12 @@ def test_state_sharding_stacked_slices(hyperparams, first_order):
   slices = _slices(state, sharding, params, params_sharding, k)
   assert [s for s in slices if s[2] != s[3]] == []
   kinds = [kind for _, kind, _, _ in slices]
-  # b, Z.w and the tangents of Adam's mu and nu: 4 stacked copies of 5 params;
-  # Adam's mu and nu themselves: 2 copies.
-  assert kinds.count("stacked") == 4 * 5
+  # b (adaptive horizons only), Z.w and the tangents of Adam's mu and nu: 4 (3)
+  # stacked copies of 5 params; Adam's mu and nu themselves: 2 copies.
+  assert kinds.count("stacked") == copies * 5
   assert kinds.count("param") == 2 * 5
   n_split = sum(spec != P() for _, kind, spec, _ in slices if kind == "stacked")
-  assert n_split == 4 * 4  # all but the scalar "scale"
+  assert n_split == copies * 4  # all but the scalar "scale"
   # The per-hyperparameter vectors are replicated.
   for name in ("mu", "hyper_lr", "hypergradient"):
     assert optax.tree.get(sharding, name) == NamedSharding(MESH, P()), name
@@ -460,6 +461,7 @@ def test_state_sharding_stacked_shape_that_is_another_params_shape():
   tx = mo.marthe_multi(
     optax.adamw,
     {"learning_rate": 1e-3, "weight_decay": 1e-4, "b1": 0.9, "b2": 0.999},
+    mu="smoothed",  # keeps b: four stacked copies of v
   )
   state = jax.eval_shape(tx.init, params)
   sharding = mo_sharding.state_sharding(state, params, params_sharding)
