@@ -350,7 +350,7 @@ def nan_prone(fn: Callable[..., Any], primals: tuple, tangents: tuple) -> list:
   is_scalar = lambda c: isinstance(c, jax_core.Literal) or jnp.ndim(c.aval) == 0
   # The tangent's scalar factor must not be NaN-prone itself (d sqrt(eta) at 0).
   finite_scalar = lambda c: (
-    is_scalar(c) and not (not isinstance(c, jax_core.Literal) and values.get(c, bottom)[2])
+    is_scalar(c) and (isinstance(c, jax_core.Literal) or not values.get(c, bottom)[2])
   )
   prone = []
   for primal_out, tangent_out, flag in zip(jaxpr.outvars[:n], jaxpr.outvars[n:], flags[n:]):
