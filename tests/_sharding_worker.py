@@ -191,9 +191,9 @@ def place(tx, step, params0, layout, third_sharding):
   placed by ``third_sharding(state_sharding)``. Params and state are donated."""
   if layout is None:
     device = jax.devices()[0]
-    put_batch = lambda x: jax.device_put(x, device)
-    params = put_batch(params0)
-    return params, jax.jit(tx.init)(params), put_batch, jax.jit(step, donate_argnums=(0, 1))
+    put = lambda x: jax.device_put(x, device)
+    params = put(params0)
+    return params, jax.jit(tx.init)(params), put, jax.jit(step, donate_argnums=(0, 1))
   params_sharding, batch_sharding = layout
   params = jax.device_put(params0, params_sharding)
   state_sharding = mo_sharding.state_sharding(

@@ -179,11 +179,10 @@ def test_a_tangent_flagged_not_nan_prone_has_no_nan_at_a_finite_primal():
   (Adam's X = 0 / (0 + eps) = 0) and at an infinite gradient (X, u not finite),
   d u / d eta is NaN only where u is not finite."""
   params = {"w": jnp.zeros((2,))}
+  state = optax.adam(0.1).init(params)
   for grads in ({"w": jnp.array([0.0, 1.0])}, {"w": jnp.array([jnp.inf, 1.0])}):
     for eta in (0.0, 0.1):
-      tx = lambda theta: optax.adam(theta[0])
-      state = tx(jnp.array([eta])).init(params)
-      step = lambda theta: tx(theta)[1](grads, state, params)[0]
+      step = lambda theta: optax.adam(theta[0]).update(grads, state, params)[0]
       u, du = jax.jvp(step, (jnp.array([eta]),), (jnp.array([1.0]),))
       bad = jnp.isnan(du["w"]) & jnp.isfinite(u["w"])
       assert not bool(jnp.any(bad)), (grads, eta)
