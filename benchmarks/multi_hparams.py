@@ -1,4 +1,4 @@
-"""Issue 7's digits row: MARTHE on per-layer learning rates and weight decay.
+"""Several hyperparameters on digits: MARTHE on per-layer learning rates and weight decay.
 
 Usage:
   python benchmarks/multi_hparams.py                 # digits, fast-preset sizes
