@@ -85,6 +85,7 @@ def _init_hyper(start: Start, config: _step.Config) -> Hyper:
     hyper_m=zeros(),
     hyper_v=zeros(),
     hyper_steps=zeros(),
+    stale_tangent=jnp.zeros(start.value.shape, bool),
   )
 
 
@@ -105,12 +106,17 @@ def _next_counters(
   cut: jax.Array,
   inner: _tangent.StepAndTangent,
 ) -> Counters:
-  """The event counters after a step (``finite``: ``[K]``)."""
+  """The event counters after a step (``finite``: ``[K]``).
+
+  A step whose hypergradient was not finite propagated a tangent that the
+  next step discards, so its repairs are not counted.
+  """
   as_int = lambda x: jnp.asarray(x).astype(jnp.int32)
+  repaired = (inner.repaired > 0) & jnp.all(finite)
   return Counters(
     nonfinite_count=counters.nonfinite_count + as_int(jnp.any(~finite)),
     safeguard_count=counters.safeguard_count + as_int(cut),
-    repaired_count=counters.repaired_count + as_int(inner.repaired > 0),
+    repaired_count=counters.repaired_count + as_int(repaired),
   )
 
 

@@ -109,6 +109,7 @@ class Hyper(NamedTuple):
   hyper_m: jax.Array  # first moment of d E / d phi (scale-free rule)
   hyper_v: jax.Array  # second moment
   hyper_steps: jax.Array  # steps since the moments were last reset
+  stale_tangent: jax.Array  # Z_{t+1} is discarded (read as 0) at the next step (bool)
 
 
 class Monitor(NamedTuple):
@@ -163,10 +164,11 @@ class MartheState(NamedTuple):
       in the knob-free mode, which has none).
     mu: ``mu_t``, the discount of the tangent system, in [0, 1].
     c: ``c_t``, appendix A's multiplicative counter (effective horizon).
-    hypergradient: ``Delta eta_t = <Z_t, grad E(w_t)>``.
+    hypergradient: ``Delta eta_t = <Z_t, grad E(w_t)>`` (0 when ``Z_t`` is
+      stale).
     nonfinite_count: number of steps whose hypergradient, or whose update of
       ``beta`` or ``eta``, was not finite (the hyperparameters were then left
-      unchanged and the tangent reset).
+      unchanged and the tangent marked stale).
     tangent: ``Z_{t+1}``, a sealed :class:`Tangent` (params and inner-state
       parts). Empty for HD (``mu`` fixed at 0), where ``Z_{t+1}.w = b_t``.
     b: ``b_t = d w_{t+1} / d eta_t``, sealed, shaped like the params.
@@ -175,6 +177,9 @@ class MartheState(NamedTuple):
     hyper_m: the knob-free step's first moment of ``d E / d log(eta)``.
     hyper_v: its second moment.
     hyper_steps: steps since these moments were last reset.
+    stale_tangent: whether ``tangent`` is stale (a boolean): this step's
+      hypergradient was not finite, so the next step reads ``Z_{t+1}`` as 0
+      and the tangent restarts from ``B_{t+1}``.
     loss_ema: the safeguard's smoothed training loss (from ``value``).
     loss_min: its running minimum since the last cut (the largest finite
       number before the first ``value``).
@@ -204,6 +209,7 @@ class MartheState(NamedTuple):
   hyper_m: jax.Array
   hyper_v: jax.Array
   hyper_steps: jax.Array
+  stale_tangent: jax.Array
   loss_ema: jax.Array
   loss_min: jax.Array
   safeguard_count: jax.Array
@@ -232,7 +238,7 @@ class MultiMartheState(NamedTuple):
     hypergradient: ``Delta theta_k``, ``[K]``.
     nonfinite_count: number of steps where some hyperparameter's update was
       not finite (that hyperparameter was then left unchanged and its tangent
-      reset).
+      marked stale).
     tangent: ``Z^k_{t+1}``, sealed, every leaf with a leading axis ``K``.
     b: ``b^k_t``, sealed, every leaf with a leading axis ``K``.
     inner_state: the inner optimizer's state, sealed.
@@ -240,6 +246,8 @@ class MultiMartheState(NamedTuple):
     hyper_m: the knob-free step's first moments, ``[K]``.
     hyper_v: its second moments, ``[K]``.
     hyper_steps: steps since the moments were last reset, ``[K]``.
+    stale_tangent: whether each tangent ``Z^k_{t+1}`` is stale (read as 0 at
+      the next step, after a non-finite hypergradient), ``[K]`` booleans.
     loss_ema: the safeguard's smoothed training loss.
     loss_min: its running minimum since the last cut.
     safeguard_count: number of steps at which the safeguard cut the learning
@@ -266,6 +274,7 @@ class MultiMartheState(NamedTuple):
   hyper_m: jax.Array
   hyper_v: jax.Array
   hyper_steps: jax.Array
+  stale_tangent: jax.Array
   loss_ema: jax.Array
   loss_min: jax.Array
   safeguard_count: jax.Array

@@ -190,6 +190,15 @@ def _vdots(x: Any, y: Any, dtype: jnp.dtype) -> jax.Array:
   return sum(jax.tree.leaves(products), jnp.zeros([k], dtype))
 
 
+def _discard(stale: jax.Array, tree: Any) -> Any:
+  """``tree[k]`` where ``stale[k]`` is false, else zeros (``where``, so that a
+  stale tangent may hold infinities)."""
+  return jax.tree.map(
+    lambda x: jnp.where(stale.reshape(stale.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x),
+    tree,
+  )
+
+
 def inner_update_fn(factory: Callable[[jax.Array], Any], extra_args: dict):
   """``(g, s, w, theta) -> factory(theta).update(g, s, w, **extra_args)``."""
 
@@ -221,6 +230,13 @@ def step(
   adaptive ``beta``, or the scale-free step), the guards, then the inner step
   at the new hyperparameters and the tangent system.
 
+  A guard that the hypergradient decides (it, ``g1`` or the new values are
+  not finite) cannot restart the tangent it is computed from without making
+  the tangent's update wait for it. It marks the tangent stale instead: the
+  next step reads a stale ``Z`` as zero and restarts from ``B``. A cut that
+  the training loss decides is known before the hypergradient and restarts
+  the tangent at once.
+
   Args:
     config: the static configuration.
     inner_update: ``(grads, inner_state, params, theta) -> (updates, state)``.
@@ -246,8 +262,10 @@ def step(
   # The hypergradient and the one-step hypergradient (read only by the
   # adaptive horizons and HD; a fixed horizon keeps no b, see keeps_b).
   g1 = _vdots(b, val_grads, dtype) if keeps_b(config) else None
-  # With mu identically 0, Z_t.w = b_{t-1}: the hypergradient is g1.
-  h = g1 if config.hessian_free else _vdots(tangent.params, val_grads, dtype)
+  # With mu identically 0, Z_t.w = b_{t-1}: the hypergradient is g1. A stale
+  # tangent (the last hypergradient was not finite) is read as 0.
+  stale = hyper.stale_tangent
+  h = g1 if config.hessian_free else _vdots(_discard(stale, tangent.params), val_grads, dtype)
   # The horizon mu and appendix A's counter c.
   agreement = hyper.agreement
   if config.horizon == "adaptive":
@@ -278,9 +296,12 @@ def step(
   finite = jnp.isfinite(h) & jnp.isfinite(beta_t) & jnp.isfinite(theta_t)
   if g1 is not None:
     finite = finite & jnp.isfinite(g1)
-  new = Hyper(theta_t, beta_t, mu_t, c_t, h, agreement, m, v, n)
+  new = Hyper(theta_t, beta_t, mu_t, c_t, h, agreement, m, v, n, stale)
   kept = hyper._replace(hypergradient=jnp.zeros_like(h))
   cut = jnp.zeros([], bool)
+  # The tangent restarts now where a cut comes from the training loss alone,
+  # and at the next step where the hypergradient decided (see above).
+  early = jnp.zeros_like(stale)
   if config.scale_free:
     # The safeguard: a blow-up of the training loss, or a non-finite
     # hypergradient, cuts the learning rates back and resets the moments.
@@ -292,6 +313,7 @@ def step(
         value,
       )
       cut = _rules.loss_blew_up(ema, monitor.loss_min, LOSS_GROWTH)
+      early = jnp.broadcast_to(cut, stale.shape)
       # After a cut the minimum restarts from the current level, so that the
       # next cut needs another blow-up; a non-finite loss changes nothing.
       monitor = jax.tree.map(
@@ -316,8 +338,15 @@ def step(
   else:
     keep = ~finite
   new = jax.tree.map(lambda n_, o: jnp.where(keep, o, n_), new, kept)
-  # The inner step at theta_t and the tangent system; the tangents of the
-  # hyperparameters kept back restart from zero.
+  new = new._replace(stale_tangent=keep & ~early & (not config.hessian_free))
+  # The inner step at theta_t and the tangent system. The tangent restarts
+  # from zero where it is stale or the loss cut the rate back. Its discount
+  # is the guarded mu; a fixed horizon's (mu_t = the stored mu) is guarded
+  # by these restarts alone, since a restarted tangent's discount is never
+  # used. With a fixed horizon and the first-order tangent (the knob-free
+  # defaults), nothing of the tangent then waits for the hypergradient, and
+  # XLA overlaps it with the validation gradient, as it does HD's b_t.
+  restart = stale | early
   inner_step = _tangent.step_and_tangent(
     inner_update,
     new.value,
@@ -325,9 +354,11 @@ def step(
     inner_state,
     params,
     tangent,
-    None if config.hessian_free else new.mu,
+    None
+    if config.hessian_free
+    else (jnp.where(stale, hyper.mu, mu_t) if config.horizon == "fixed" else new.mu),
     value_fn,
     first_order=config.first_order,
-    reset=keep,
+    reset=restart,
   )
   return new, monitor, finite, cut, inner_step

@@ -102,7 +102,7 @@ def test_mismatched_trees_raise():
 
 
 def test_nonfinite_validation_gradient_is_guarded():
-  """A NaN hypergradient changes no hyperparameter, resets Z, and is counted."""
+  """A NaN hypergradient changes no hyperparameter, discards Z, and is counted."""
   problem = P.make_problem(seed=4, steps=10)
   tx = mo.marthe(optax.sgd, 0.1, hyper_lr_step=1e2)
   params, state = problem.params, tx.init(problem.params)
@@ -129,10 +129,15 @@ def test_nonfinite_validation_gradient_is_guarded():
   for name in ("learning_rate", "hyper_lr", "mu", "c"):
     assert float(getattr(state, name)) == float(getattr(before, name)), name
   assert float(state.hypergradient) == 0.0
-  # The tangent was reset before the step: Z_{t+1} = B_t, so the next
-  # hypergradient is the one-step hypergradient.
+  # Z_{t+1} is stale: the next step reads it as 0 (a zero hypergradient, so
+  # eta stays) and restarts the tangent from B_{t+1}, which is then b_{t+1}.
+  assert bool(state.stale_tangent)
+  params, state = step(params, state, 5)
+  assert not bool(state.stale_tangent)
+  assert float(state.hypergradient) == 0.0
+  assert float(state.learning_rate) == float(before.learning_rate)
   chex.assert_trees_all_equal(state.tangent.unseal().params, state.b.unseal())
-  for t in range(5, 10):
+  for t in range(6, 10):
     params, state = step(params, state, t)
   chex.assert_tree_all_finite(state)
   assert int(state.nonfinite_count) == 1

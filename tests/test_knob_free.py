@@ -339,6 +339,87 @@ def test_safeguard_recovers_a_run_started_far_too_high():
   chex.assert_tree_all_finite((params, state))
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_knob_free_tangent_does_not_wait_for_the_hypergradient(name):
+  """With the defaults, Z_{t+1} is the same whatever grad E is, NaN included.
+
+  So the tangent's update does not depend on the hypergradient, and XLA can
+  overlap it with the validation gradient. A non-finite hypergradient marks
+  the tangent stale instead: the next step reads it as 0 and restarts it from
+  B, and a cut that the training loss decides restarts it at once.
+  """
+  problem = P.make_problem(seed=6, steps=6)
+  tx = mo.marthe(P.INNERS[name], ETA0[name])
+  params, state = problem.params, tx.init(problem.params)
+
+  @jax.jit
+  def step(params, state, t, val_scale, value_scale):
+    x, y = problem.xs[t], problem.ys[t]
+    loss, grads = jax.value_and_grad(P.loss)(params, x, y)
+    val_grads = jax.grad(lambda p: P.loss(p, problem.x_val, problem.y_val))(params)
+    val_grads = optax.tree.scale(val_scale, val_grads)
+    updates, state = tx.update(grads, state, params, val_grads=val_grads, value=loss * value_scale)
+    return optax.apply_updates(params, updates), state
+
+  for t in range(4):
+    params, state = step(params, state, t, 1.0, 1.0)
+  tangent = lambda s: s.tangent.unseal().params
+  _, ok = step(params, state, 4, 1.0, 1.0)
+  _, other = step(params, state, 4, -3.0, 1.0)
+  _, nan = step(params, state, 4, jnp.nan, 1.0)
+  chex.assert_trees_all_equal(tangent(ok), tangent(other), tangent(nan))
+  assert float(ok.learning_rate) != float(other.learning_rate)
+  assert not bool(ok.stale_tangent) and bool(nan.stale_tangent)
+  assert int(nan.nonfinite_count) == int(nan.safeguard_count) == 1
+  # The next step reads the stale tangent as 0: a zero hypergradient (and
+  # no move of the halved rate), and Z restarts from B.
+  _, after = step(params, nan, 5, 1.0, 1.0)
+  assert float(after.hypergradient) == 0.0
+  assert float(after.learning_rate) == float(nan.learning_rate)
+  assert not bool(after.stale_tangent)
+  zeroed = lambda s: s._replace(
+    tangent=mo.Sealed(optax.tree.zeros_like(s.tangent.unseal())), stale_tangent=jnp.array(False)
+  )
+  _, fresh = step(params, zeroed(nan), 5, 1.0, 1.0)
+  chex.assert_trees_all_equal(tangent(after), tangent(fresh))
+  # A blow-up of the training loss restarts the tangent at once: Z = B.
+  _, cut = step(params, state, 4, 1.0, 1e6)
+  assert int(cut.safeguard_count) == 1 and not bool(cut.stale_tangent)
+  _, from_zero = step(params, zeroed(state), 4, 1.0, 1e6)
+  chex.assert_trees_all_equal(tangent(cut), tangent(from_zero))
+  assert not np.array_equal(tangent(cut)["w0"], tangent(ok)["w0"])
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_knob_free_tangent_update_reads_no_validation_gradient(name):
+  """In the traced program of the default step, Z_{t+1} depends on no leaf
+  of ``val_grads``: the tangent's update can run beside the validation
+  gradient (as HD's b_t does), not after the hypergradient. The learning
+  rate, and with appendix A's horizon the tangent too, do depend on it."""
+  params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+  value_fn = lambda p: jnp.sum(p["w"] ** 2) + jnp.sum(p["b"] ** 2)
+
+  def dependence(tx):
+    def update(val_grads, state):
+      return tx.update(params, state, params, val_grads=val_grads, value=1.0, value_fn=value_fn)[1]
+
+    state = tx.init(params)
+    closed = jax.make_jaxpr(update)(params, state)
+    n_val = len(jax.tree.leaves(params))
+    labels = [
+      frozenset({"val"}) if i < n_val else frozenset() for i in range(len(closed.jaxpr.invars))
+    ]
+    out = jax.tree.unflatten(jax.tree.structure(state), _tangent._dependence(closed.jaxpr, labels))
+    reads = lambda tree: any(
+      "val" in d for d in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, frozenset))
+    )
+    return reads(out.tangent.unseal()), reads(out.learning_rate)
+
+  assert dependence(mo.marthe(P.INNERS[name], 0.1)) == (False, True)
+  assert dependence(mo.marthe(P.INNERS[name], 0.1, mu="smoothed")) == (True, True)
+  assert dependence(mo.marthe(P.INNERS[name], 0.1, hyper_lr_step=1e-3)) == (True, True)
+
+
 # --------------------------------------------------------------------------
 # Schedules: MARTHE adapts the scale.
 
