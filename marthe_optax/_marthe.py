@@ -108,10 +108,11 @@ def marthe(
   Guards: ``eta >= 0`` and ``beta >= 0`` always; a non-finite hypergradient
   (or an update of ``beta`` or ``eta`` that overflows) leaves ``eta``,
   ``beta`` and ``mu`` unchanged, increments ``nonfinite_count`` and marks the
-  tangent stale: the next step reads it as zero and restarts it. A tangent entry that is NaN at a finite primal (Adam's
-  ``sqrt`` at a zero second moment, for a weight whose gradients have all
-  been exactly 0) is set to 0, which is its limit, and ``repaired_count``
-  counts the steps where it happened: plain ``optax.adam`` works as it is.
+  tangent stale: the next step reads it as zero and restarts it. A tangent
+  entry that is NaN at a finite primal (Adam's ``sqrt`` at a zero second
+  moment, for a weight whose gradients have all been exactly 0) is set to 0,
+  which is its limit, and ``repaired_count`` counts the steps where it
+  happened: plain ``optax.adam`` works as it is.
 
   With ``optax.inject_hyperparams`` (``static_args=('inner',)``, since it
   treats every callable argument as a schedule, and ``'schedule'`` too when

@@ -190,15 +190,6 @@ def _vdots(x: Any, y: Any, dtype: jnp.dtype) -> jax.Array:
   return sum(jax.tree.leaves(products), jnp.zeros([k], dtype))
 
 
-def _discard(stale: jax.Array, tree: Any) -> Any:
-  """``tree[k]`` where ``stale[k]`` is false, else zeros (``where``, so that a
-  stale tangent may hold infinities)."""
-  return jax.tree.map(
-    lambda x: jnp.where(stale.reshape(stale.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x),
-    tree,
-  )
-
-
 def inner_update_fn(factory: Callable[[jax.Array], Any], extra_args: dict):
   """``(g, s, w, theta) -> factory(theta).update(g, s, w, **extra_args)``."""
 
@@ -265,7 +256,11 @@ def step(
   # With mu identically 0, Z_t.w = b_{t-1}: the hypergradient is g1. A stale
   # tangent (the last hypergradient was not finite) is read as 0.
   stale = hyper.stale_tangent
-  h = g1 if config.hessian_free else _vdots(_discard(stale, tangent.params), val_grads, dtype)
+  h = (
+    g1
+    if config.hessian_free
+    else _vdots(_tangent.zero_each(stale, tangent.params), val_grads, dtype)
+  )
   # The horizon mu and appendix A's counter c.
   agreement = hyper.agreement
   if config.horizon == "adaptive":
@@ -341,9 +336,11 @@ def step(
   new = new._replace(stale_tangent=keep & ~early & (not config.hessian_free))
   # The inner step at theta_t and the tangent system. The tangent restarts
   # from zero where it is stale or the loss cut the rate back. Its discount
-  # is the guarded mu; a fixed horizon's (mu_t = the stored mu) is guarded
-  # by these restarts alone, since a restarted tangent's discount is never
-  # used. With a fixed horizon and the first-order tangent (the knob-free
+  # is the guarded mu; a fixed horizon's (mu_t, equal to the stored mu) is
+  # guarded by the stale flag alone, which waits for nothing: a restarted
+  # tangent's discount is never used. (Of the forms with that value, this
+  # one also keeps the vmapped numbers of the release before bit for bit.)
+  # With a fixed horizon and the first-order tangent (the knob-free
   # defaults), nothing of the tangent then waits for the hypergradient, and
   # XLA overlaps it with the validation gradient, as it does HD's b_t.
   restart = stale | early

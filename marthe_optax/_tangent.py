@@ -104,6 +104,21 @@ def scale_each(s: jax.Array, tree: Any) -> Any:
   return jax.tree.map(scale_leaf, tree)
 
 
+def zero_each(mask: jax.Array, tree: Any) -> Any:
+  """``tree[k]``, or zeros where ``mask[k]``, along the leading axis.
+
+  A ``where``, not a product, so that a discarded tangent may hold
+  infinities; integer leaves are left as they are.
+  """
+
+  def zero_leaf(x):
+    if not _is_float(x):
+      return x
+    return jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x)
+
+  return jax.tree.map(zero_leaf, tree)
+
+
 def map_hyperparams(f: Callable[..., Any], *batched: Any) -> Any:
   """``f`` mapped over the leading (hyperparameter) axis of its arguments.
 
@@ -515,19 +530,9 @@ def step_and_tangent(
     stored = jax.tree.leaves(tangent.inner_state)
 
     def discount(z):
-      # mu_k Z^k_t, and 0 for a restarted tangent (where, not a product:
-      # a restarted tangent may hold infinities).
+      # mu_k Z^k_t, and 0 for a restarted tangent.
       z = scale_each(mu, z)
-      if reset is None:
-        return z
-      return jax.tree.map(
-        lambda x: (
-          jnp.where(reset.reshape(reset.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x)
-          if _is_float(x)
-          else x
-        ),
-        z,
-      )
+      return z if reset is None else zero_each(reset, z)
 
     (z_params, z_live), counts = map_hyperparams(
       z_k,
