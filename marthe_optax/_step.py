@@ -256,9 +256,10 @@ def step(
   # With mu identically 0, Z_t.w = b_{t-1}: the hypergradient is g1. A stale
   # tangent (the last hypergradient was not finite) is read as 0: the scalar
   # <Z, g> is selected, not Z, so that the dot product reads the tangent as it
-  # is stored (a select in front of the reduction keeps XLA on CPU from its
-  # vectorised reduce, about 5 % of a step on the MLP of the overhead
-  # benchmark). A ``where``, so that a stale tangent may hold infinities.
+  # is stored (XLA on CPU materialises a select in front of the reduction as
+  # one more parameter-sized array, a few per cent of a step on the MLP of
+  # the overhead benchmark). A ``where``, so that a stale tangent may hold
+  # infinities.
   stale = hyper.stale_tangent
   h = (
     g1
